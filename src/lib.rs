@@ -1,4 +1,9 @@
 //! ti-xla: Textual Inversion for Stable Diffusion on XLA. The library holds the host side
 //! (plugins and devices, files, data, the training loop); graph code lives in `xla_graphs`.
 
+pub mod cli;
+pub mod device;
+pub mod pjrt;
 pub mod rng;
+#[doc(hidden)]
+pub mod testing;

@@ -1,0 +1,29 @@
+//! The `ti-xla` command line: one file per subcommand.
+
+mod devices;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ti-xla",
+    version,
+    about = "Textual Inversion for Stable Diffusion on XLA (CPU, GPU, TPU)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the devices a PJRT plugin exposes.
+    Devices(devices::DevicesArgs),
+}
+
+/// Runs the parsed command line; errors are printed as one line by `main`.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Devices(args) => devices::run(&args),
+    }
+}

@@ -1,0 +1,22 @@
+//! The PJRT runtime: a thin, safe layer over the PJRT C API (the only `unsafe` code in
+//! ti-xla). One file per concern: plugins, clients, compile options, buffers, executables,
+//! events, errors and the compile cache.
+
+pub(crate) mod ffi;
+
+mod buffer;
+mod cache;
+mod client;
+mod compile_options;
+mod error;
+mod event;
+mod executable;
+pub(crate) mod plugin;
+
+pub use buffer::{DeviceBuffer, HostElement};
+pub use cache::{CacheOutcome, CompileCache};
+pub use client::{Client, DeviceInfo, NamedValue};
+pub use compile_options::CompileOptions;
+pub use error::{PjrtError, Result};
+pub use executable::LoadedExecutable;
+pub use plugin::Plugin;
