@@ -6,8 +6,9 @@
 //! graph ops. The samplers below ([`Key::uniform_f32`], [`Key::normal_f32`], [`Key::randint_i32`],
 //! ...) exist so the host can check the graph's numbers or make noise without a device; they
 //! follow `jax.random` step by step, so bits, uniforms and integers are exact and normals agree
-//! to a few ulp (the host's `ln_1p` is not XLA's). Uniforms on a range other than [0, 1) use a fused
-//! multiply-add, as XLA's CPU backend does when it compiles JAX's `unit * span + minval`.
+//! to a few ulp (the host's `ln_1p` is not XLA's). Where XLA's CPU backend contracts a multiply
+//! and an add into one fused multiply-add (uniform's `unit * span + minval`, erf_inv's Horner
+//! steps), so do these, since that is what matches JAX on CPU.
 //!
 //! A key is the pair `jax.random.key_data(key)`: two u32 words, `[hi, lo]` of the seed.
 //!
@@ -191,7 +192,9 @@ pub fn randint_multiplier(span: u32) -> u32 {
 }
 
 /// `chlo.erf_inv` for f32 as XLA expands it (Giles' single-precision polynomials, evaluated in
-/// f32 in the same order); `jax.lax.erf_inv` lowers to it.
+/// f32 in the same order); `jax.lax.erf_inv` lowers to it. Horner steps are fused multiply-adds
+/// because XLA's CPU backend contracts them; `ln_1p` is the host's, so results can differ from
+/// XLA's in the last bit or two.
 pub fn erf_inv_f32(x: f32) -> f32 {
     let w = -(-x * x).ln_1p();
     let (coeffs, t) = if w < 5.0 {
@@ -199,7 +202,7 @@ pub fn erf_inv_f32(x: f32) -> f32 {
     } else {
         (&ERF_INV_F32_W_GE_5, w.sqrt() - 3.0)
     };
-    let p = coeffs[1..].iter().fold(coeffs[0], |p, &c| c + p * t);
+    let p = coeffs[1..].iter().fold(coeffs[0], |p, &c| p.mul_add(t, c));
     if x.abs() == 1.0 {
         x * f32::INFINITY
     } else {
@@ -223,7 +226,7 @@ pub fn erf_inv_f64(x: f64) -> f64 {
     } else {
         w.sqrt() - if w < 16.0 { 3.25 } else { 5.0 }
     };
-    let p = coeffs[1..].iter().fold(coeffs[0], |p, &c| c + p * t);
+    let p = coeffs[1..].iter().fold(coeffs[0], |p, &c| p.mul_add(t, c));
     if x.abs() == 1.0 {
         x * f64::INFINITY
     } else {
