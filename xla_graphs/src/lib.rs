@@ -3,5 +3,6 @@
 //! to compile. No FFI, no file or network I/O lives here.
 
 pub mod dtype;
+pub mod models;
 
 pub use dtype::DType;

@@ -1,0 +1,5 @@
+//! The CLIP text encoder (`CLIPTextModel`).
+
+pub mod config;
+
+pub use config::CLIPTextConfig;

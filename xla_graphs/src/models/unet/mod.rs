@@ -1,0 +1,5 @@
+//! `UNet2DConditionModel`.
+
+pub mod config;
+
+pub use config::UNet2DConditionConfig;

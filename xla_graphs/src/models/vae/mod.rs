@@ -1,0 +1,5 @@
+//! `AutoencoderKL`.
+
+pub mod config;
+
+pub use config::AutoencoderKLConfig;
