@@ -7,3 +7,5 @@ pub mod pjrt;
 pub mod rng;
 #[doc(hidden)]
 pub mod testing;
+pub mod tokenizer;
+pub mod weights;

@@ -1,0 +1,211 @@
+//! Frozen weights from safetensors files: memory-mapped, checked by name and shape against
+//! what a traced model declares, and converted from their stored dtype (f32, f16, bf16) to the
+//! compute dtype on the way to the device.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use half::{bf16, f16};
+use memmap2::Mmap;
+use safetensors::{Dtype as StDtype, SafeTensors};
+use xla_graphs::DType;
+
+/// Tensors a checkpoint may carry that no model reads (transformers' legacy buffers).
+const IGNORED_SUFFIXES: [&str; 1] = ["embeddings.position_ids"];
+
+/// One or more safetensors files of one model component, memory-mapped.
+pub struct WeightFiles {
+    maps: Vec<(PathBuf, Mmap)>,
+    /// name -> (file index, dtype, shape)
+    index: BTreeMap<String, (usize, StDtype, Vec<usize>)>,
+}
+
+/// A tensor the model needs: its checkpoint name and shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+impl WeightFiles {
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        let mut maps = Vec::new();
+        let mut index = BTreeMap::new();
+        for (i, path) in paths.iter().enumerate() {
+            let file =
+                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            // SAFETY: the file is opened read-only; like every safetensors reader we assume it
+            // is not truncated by another process while mapped.
+            let map = unsafe { Mmap::map(&file) }
+                .with_context(|| format!("cannot map {}", path.display()))?;
+            let st = SafeTensors::deserialize(&map).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not a valid safetensors file ({e}); it may be truncated: download it again",
+                    path.display()
+                )
+            })?;
+            for (name, view) in st.tensors() {
+                index.insert(name, (i, view.dtype(), view.shape().to_vec()));
+            }
+            maps.push((path.clone(), map));
+        }
+        Ok(WeightFiles { maps, index })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.index.get(name).map(|(_, _, s)| s.as_slice())
+    }
+
+    /// Checks that the files hold exactly `specs` (by name and shape); the error lists the
+    /// first few missing, mis-shaped and unexpected tensors.
+    pub fn check(&self, specs: &[WeightSpec], what: &str) -> Result<()> {
+        const SHOW: usize = 5;
+        let mut missing = Vec::new();
+        let mut misshaped = Vec::new();
+        for spec in specs {
+            match self.index.get(&spec.name) {
+                None => missing.push(spec.name.clone()),
+                Some((_, _, shape)) if *shape != spec.shape => misshaped.push(format!(
+                    "{} (expected {:?}, found {:?})",
+                    spec.name, spec.shape, shape
+                )),
+                Some(_) => {}
+            }
+        }
+        let wanted: std::collections::HashSet<&str> =
+            specs.iter().map(|s| s.name.as_str()).collect();
+        let unexpected: Vec<String> = self
+            .index
+            .keys()
+            .filter(|n| !wanted.contains(n.as_str()))
+            .filter(|n| !IGNORED_SUFFIXES.iter().any(|s| n.ends_with(s)))
+            .cloned()
+            .collect();
+        let mut problems = Vec::new();
+        for (label, list) in [
+            ("missing", &missing),
+            ("mis-shaped", &misshaped),
+            ("unexpected", &unexpected),
+        ] {
+            if !list.is_empty() {
+                let more = if list.len() > SHOW {
+                    format!(" and {} more", list.len() - SHOW)
+                } else {
+                    String::new()
+                };
+                problems.push(format!(
+                    "{} {label}: {}{more}",
+                    list.len(),
+                    list[..list.len().min(SHOW)].join(", ")
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            bail!(
+                "{what} weights do not match its config ({}); is the model folder complete and the config the one it was saved with?",
+                problems.join("; ")
+            );
+        }
+        Ok(())
+    }
+
+    /// The tensor's elements converted to `dtype` (f32, bf16, f16 or f64), as little-endian bytes.
+    pub fn read_as(&self, name: &str, dtype: DType) -> Result<Vec<u8>> {
+        let (file, _, _) = self
+            .index
+            .get(name)
+            .with_context(|| format!("tensor {name} is not in the weight files"))?;
+        let (path, map) = &self.maps[*file];
+        let st = SafeTensors::deserialize(map)
+            .with_context(|| format!("{} changed while it was open", path.display()))?;
+        let view = st.tensor(name)?;
+        let values: Vec<f64> = decode(view.data(), view.dtype())
+            .with_context(|| format!("{name} in {}", path.display()))?;
+        Ok(encode(&values, dtype)?)
+    }
+}
+
+fn decode(bytes: &[u8], dtype: StDtype) -> Result<Vec<f64>> {
+    Ok(match dtype {
+        StDtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        StDtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        StDtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        StDtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        other => bail!("weights stored as {other:?} are not supported (expected f32, f16 or bf16)"),
+    })
+}
+
+fn encode(values: &[f64], dtype: DType) -> Result<Vec<u8>> {
+    Ok(match dtype {
+        DType::F32 => values
+            .iter()
+            .flat_map(|&v| (v as f32).to_le_bytes())
+            .collect(),
+        DType::F64 => values.iter().flat_map(|&v| v.to_le_bytes()).collect(),
+        DType::BF16 => values
+            .iter()
+            .flat_map(|&v| bf16::from_f64(v).to_le_bytes())
+            .collect(),
+        DType::F16 => values
+            .iter()
+            .flat_map(|&v| f16::from_f64(v).to_le_bytes())
+            .collect(),
+        other => bail!("weights cannot be converted to {other}"),
+    })
+}
+
+/// The weight files of a diffusers component folder: `<stem>.safetensors`, or with a variant
+/// `<stem>.<variant>.safetensors`, or a sharded `<stem>.safetensors.index.json`.
+pub fn component_files(dir: &Path, stem: &str, variant: Option<&str>) -> Result<Vec<PathBuf>> {
+    let name = |ext: &str| match variant {
+        Some(v) => format!("{stem}.{v}.{ext}"),
+        None => format!("{stem}.{ext}"),
+    };
+    let single = dir.join(name("safetensors"));
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join(name("safetensors.index.json"));
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index)?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", index.display()))?;
+        let map = json["weight_map"]
+            .as_object()
+            .with_context(|| format!("{} has no weight_map", index.display()))?;
+        let mut files: Vec<PathBuf> = map
+            .values()
+            .filter_map(|v| v.as_str())
+            .map(|f| dir.join(f))
+            .collect();
+        files.sort();
+        files.dedup();
+        return Ok(files);
+    }
+    let hint = match variant {
+        Some(v) => format!(" (variant {v}; drop --variant if the folder has plain files)"),
+        None if dir.join(format!("{stem}.fp16.safetensors")).is_file() => {
+            " (the folder has fp16 files: pass --variant fp16)".to_string()
+        }
+        None => String::new(),
+    };
+    bail!("no {} in {}{hint}", name("safetensors"), dir.display())
+}
