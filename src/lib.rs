@@ -9,3 +9,4 @@ pub mod rng;
 pub mod testing;
 pub mod tokenizer;
 pub mod weights;
+pub mod tokenizer;
