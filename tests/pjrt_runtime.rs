@@ -11,13 +11,21 @@ use ti_xla::testing::cpu_client;
 
 /// Deterministic values in [-1, 1) away from zero, so no product or sum is trivially zero.
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let u = (s >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
             let v = 2.0 * u - 1.0;
-            if v.abs() < 0.05 { 0.5 } else { v }
+            if v.abs() < 0.05 {
+                0.5
+            } else {
+                v
+            }
         })
         .collect()
 }
@@ -27,18 +35,26 @@ fn assert_close(got: &[f32], want: &[f64], rel: f64, what: &str) {
     let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let err = (*g as f64 - w).abs() / scale;
-        assert!(err <= rel, "{what}[{i}]: got {g}, want {w} (error {err:e} > {rel:e})");
+        assert!(
+            err <= rel,
+            "{what}[{i}]: got {g}, want {w} (error {err:e} > {rel:e})"
+        );
     }
 }
 
 fn run1(client: &Client, program: &str, inputs: &[(&[f32], &[i64])]) -> Vec<Vec<f32>> {
-    let exe = client.compile(program, &CompileOptions::replicated(1)).expect("compile");
+    let exe = client
+        .compile(program, &CompileOptions::replicated(1))
+        .expect("compile");
     let bufs: Vec<_> = inputs
         .iter()
         .map(|(data, dims)| client.buffer_from_host(data, dims, 0).expect("upload"))
         .collect();
     let outs = exe.execute(&[bufs.iter().collect()]).expect("execute");
-    outs[0].iter().map(|b| b.to_vec::<f32>().expect("download")).collect()
+    outs[0]
+        .iter()
+        .map(|b| b.to_vec::<f32>().expect("download"))
+        .collect()
 }
 
 #[test]
@@ -53,7 +69,10 @@ fn batched_dot_general_matches_rust() {
     let (a, b) = (values(24, 1), values(40, 2));
     let t = Instant::now();
     let out = run1(&client, program, &[(&a, &[2, 3, 4]), (&b, &[2, 4, 5])]);
-    eprintln!("dot_general: compile+run {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    eprintln!(
+        "dot_general: compile+run {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let mut want = vec![0f64; 30];
     for n in 0..2 {
         for i in 0..3 {
@@ -79,8 +98,15 @@ fn strided_nhwc_convolution_matches_rust() {
 }"#;
     let (x, k) = (values(147, 3), values(108, 4));
     let t = Instant::now();
-    let out = run1(&client, program, &[(&x, &[1, 7, 7, 3]), (&k, &[3, 3, 3, 4])]);
-    eprintln!("convolution: compile+run {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    let out = run1(
+        &client,
+        program,
+        &[(&x, &[1, 7, 7, 3]), (&k, &[3, 3, 3, 4])],
+    );
+    eprintln!(
+        "convolution: compile+run {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let mut want = vec![0f64; 64];
     for oy in 0..4i64 {
         for ox in 0..4i64 {
@@ -128,7 +154,9 @@ fn reduce_sum_and_max_match_rust() {
 }"#;
     let x = values(15, 5);
     let out = run1(&client, program, &[(&x, &[3, 5])]);
-    let sums: Vec<f64> = (0..3).map(|r| (0..5).map(|c| x[r * 5 + c] as f64).sum()).collect();
+    let sums: Vec<f64> = (0..3)
+        .map(|r| (0..5).map(|c| x[r * 5 + c] as f64).sum())
+        .collect();
     let maxes: Vec<f64> = (0..5)
         .map(|c| (0..3).map(|r| x[r * 5 + c] as f64).fold(f64::MIN, f64::max))
         .collect();
@@ -166,7 +194,9 @@ fn every_dtype_round_trips_exactly() {
     "func.return"(%0, %1) : (tensor<6xf32>, tensor<6xf32>) -> ()
   }
 }"#;
-    let exe = client.compile(program, &CompileOptions::replicated(1)).unwrap();
+    let exe = client
+        .compile(program, &CompileOptions::replicated(1))
+        .unwrap();
     let hb: Vec<bf16> = floats.iter().map(|&f| bf16::from_f32(f)).collect();
     let hh: Vec<f16> = floats.iter().map(|&f| f16::from_f32(f)).collect();
     let a = client.buffer_from_host(&hb, &[6], 0).unwrap();
@@ -181,7 +211,10 @@ fn every_dtype_round_trips_exactly() {
 /// The gradient of mean((x w - y)^2)/2 over a batch, as a replica program that averages the
 /// per-device gradients with an all_reduce (or, for one device, the whole batch at once).
 fn gradient_program(devices: usize, batch: usize) -> String {
-    let groups = (0..devices).map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
+    let groups = (0..devices)
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         r#"module @grad {{
   func.func public @main(%w: tensor<4xf32>, %x: tensor<{b}x4xf32>, %y: tensor<{b}xf32>) -> tensor<4xf32> {{
@@ -213,12 +246,19 @@ fn four_devices_all_reduce_mean_equals_full_batch() {
     let (w, x, y) = (values(4, 10), values(batch * 4, 11), values(batch, 12));
 
     let one = cpu_client(1).unwrap();
-    let full = run1(&one, &gradient_program(1, batch), &[(&w, &[4]), (&x, &[batch as i64, 4]), (&y, &[batch as i64])]);
+    let full = run1(
+        &one,
+        &gradient_program(1, batch),
+        &[(&w, &[4]), (&x, &[batch as i64, 4]), (&y, &[batch as i64])],
+    );
 
     let client = cpu_client(devices).unwrap();
     assert_eq!(client.device_count(), devices);
     let exe = client
-        .compile(&gradient_program(devices, per_device), &CompileOptions::replicated(devices))
+        .compile(
+            &gradient_program(devices, per_device),
+            &CompileOptions::replicated(devices),
+        )
         .unwrap();
     let mut owned = Vec::new();
     for d in 0..devices {
@@ -226,15 +266,24 @@ fn four_devices_all_reduce_mean_equals_full_batch() {
         let ys = &y[d * per_device..(d + 1) * per_device];
         owned.push([
             client.buffer_from_host(&w, &[4], d).unwrap(),
-            client.buffer_from_host(xs, &[per_device as i64, 4], d).unwrap(),
-            client.buffer_from_host(ys, &[per_device as i64], d).unwrap(),
+            client
+                .buffer_from_host(xs, &[per_device as i64, 4], d)
+                .unwrap(),
+            client
+                .buffer_from_host(ys, &[per_device as i64], d)
+                .unwrap(),
         ]);
     }
     let lists: Vec<Vec<_>> = owned.iter().map(|b| b.iter().collect()).collect();
     let outs = exe.execute(&lists).unwrap();
     let want: Vec<f64> = full[0].iter().map(|&v| v as f64).collect();
     for (d, out) in outs.iter().enumerate() {
-        assert_close(&out[0].to_vec::<f32>().unwrap(), &want, 1e-6, &format!("device {d}"));
+        assert_close(
+            &out[0].to_vec::<f32>().unwrap(),
+            &want,
+            1e-6,
+            &format!("device {d}"),
+        );
     }
 }
 
@@ -245,37 +294,69 @@ fn four_devices_spmd_equals_full_batch() {
     let (w, x, y) = (values(4, 20), values(batch * 4, 21), values(batch, 22));
     let one = cpu_client(1).unwrap();
     let program = gradient_program(1, batch);
-    let full = run1(&one, &program, &[(&w, &[4]), (&x, &[batch as i64, 4]), (&y, &[batch as i64])]);
+    let full = run1(
+        &one,
+        &program,
+        &[(&w, &[4]), (&x, &[batch as i64, 4]), (&y, &[batch as i64])],
+    );
 
     // The same single-device program, its batch arguments annotated as sharded: XLA inserts
     // the collectives. The all_reduce over one replica is the identity here.
-    let ids = (0..devices).map(|d| d.to_string()).collect::<Vec<_>>().join(",");
+    let ids = (0..devices)
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     let spmd = program
-        .replace("%w: tensor<4xf32>", "%w: tensor<4xf32> {mhlo.sharding = \"{replicated}\"}")
+        .replace(
+            "%w: tensor<4xf32>",
+            "%w: tensor<4xf32> {mhlo.sharding = \"{replicated}\"}",
+        )
         .replace(
             &format!("%x: tensor<{batch}x4xf32>"),
-            &format!("%x: tensor<{batch}x4xf32> {{mhlo.sharding = \"{{devices=[{devices},1]{ids}}}\"}}"),
+            &format!(
+                "%x: tensor<{batch}x4xf32> {{mhlo.sharding = \"{{devices=[{devices},1]{ids}}}\"}}"
+            ),
         )
         .replace(
             &format!("%y: tensor<{batch}xf32>"),
-            &format!("%y: tensor<{batch}xf32> {{mhlo.sharding = \"{{devices=[{devices}]{ids}}}\"}}"),
+            &format!(
+                "%y: tensor<{batch}xf32> {{mhlo.sharding = \"{{devices=[{devices}]{ids}}}\"}}"
+            ),
         )
-        .replace("-> tensor<4xf32> {\n", "-> (tensor<4xf32> {mhlo.sharding = \"{replicated}\"}) {\n");
+        .replace(
+            "-> tensor<4xf32> {\n",
+            "-> (tensor<4xf32> {mhlo.sharding = \"{replicated}\"}) {\n",
+        );
     let client = cpu_client(devices).unwrap();
-    let exe = client.compile(&spmd, &CompileOptions::spmd(devices)).unwrap();
+    let exe = client
+        .compile(&spmd, &CompileOptions::spmd(devices))
+        .unwrap();
     let mut owned = Vec::new();
     for d in 0..devices {
         owned.push([
             client.buffer_from_host(&w, &[4], d).unwrap(),
-            client.buffer_from_host(&x[d * shard * 4..(d + 1) * shard * 4], &[shard as i64, 4], d).unwrap(),
-            client.buffer_from_host(&y[d * shard..(d + 1) * shard], &[shard as i64], d).unwrap(),
+            client
+                .buffer_from_host(
+                    &x[d * shard * 4..(d + 1) * shard * 4],
+                    &[shard as i64, 4],
+                    d,
+                )
+                .unwrap(),
+            client
+                .buffer_from_host(&y[d * shard..(d + 1) * shard], &[shard as i64], d)
+                .unwrap(),
         ]);
     }
     let lists: Vec<Vec<_>> = owned.iter().map(|b| b.iter().collect()).collect();
     let outs = exe.execute(&lists).unwrap();
     let want: Vec<f64> = full[0].iter().map(|&v| v as f64).collect();
     for (d, out) in outs.iter().enumerate() {
-        assert_close(&out[0].to_vec::<f32>().unwrap(), &want, 1e-6, &format!("spmd device {d}"));
+        assert_close(
+            &out[0].to_vec::<f32>().unwrap(),
+            &want,
+            1e-6,
+            &format!("spmd device {d}"),
+        );
     }
 }
 
@@ -288,13 +369,20 @@ fn donated_inputs_are_consumed() {
     "func.return"(%0) : (tensor<3xf32>) -> ()
   }
 }"#;
-    let exe = client.compile(program, &CompileOptions::replicated(1)).unwrap();
+    let exe = client
+        .compile(program, &CompileOptions::replicated(1))
+        .unwrap();
     let a = client.buffer_from_host(&[1f32, 2., 3.], &[3], 0).unwrap();
-    let b = client.buffer_from_host(&[0.5f32, 0.25, 0.125], &[3], 0).unwrap();
+    let b = client
+        .buffer_from_host(&[0.5f32, 0.25, 0.125], &[3], 0)
+        .unwrap();
     let out = exe.execute(&[vec![&a, &b]]).unwrap();
     assert_eq!(out[0][0].to_vec::<f32>().unwrap(), vec![1.5, 2.25, 3.125]);
     // The donated buffer now backs the output: reading it is a clean error, not a crash.
-    assert!(a.to_vec::<f32>().is_err(), "a donated input must not be readable");
+    assert!(
+        a.to_vec::<f32>().is_err(),
+        "a donated input must not be readable"
+    );
     assert_eq!(b.to_vec::<f32>().unwrap(), vec![0.5, 0.25, 0.125]);
 }
 
@@ -325,7 +413,9 @@ fn compile_cache_hits_and_recovers_from_corruption() {
     let run = |exe: &ti_xla::pjrt::LoadedExecutable| {
         let x = client.buffer_from_host(&a, &[16, 16], 0).unwrap();
         let y = client.buffer_from_host(&b, &[16, 16], 0).unwrap();
-        exe.execute(&[vec![&x, &y]]).unwrap()[0][0].to_vec::<f32>().unwrap()
+        exe.execute(&[vec![&x, &y]]).unwrap()[0][0]
+            .to_vec::<f32>()
+            .unwrap()
     };
 
     let t = Instant::now();
@@ -343,7 +433,11 @@ fn compile_cache_hits_and_recovers_from_corruption() {
         miss.as_secs_f64() / hit.as_secs_f64()
     );
     let reference = run(&first);
-    assert_eq!(run(&second), reference, "a cached executable must compute the same bits");
+    assert_eq!(
+        run(&second),
+        reference,
+        "a cached executable must compute the same bits"
+    );
 
     // Other options or another program are other entries.
     let cache = client.compile_cache().unwrap();
@@ -351,12 +445,18 @@ fn compile_cache_hits_and_recovers_from_corruption() {
     assert_ne!(entry, cache.entry_path(&client, &chain_program(199), &opts));
     assert!(entry.is_file());
 
-    for corruption in [b"garbage".to_vec(), std::fs::read(&entry).unwrap()[..100].to_vec()] {
+    for corruption in [
+        b"garbage".to_vec(),
+        std::fs::read(&entry).unwrap()[..100].to_vec(),
+    ] {
         std::fs::write(&entry, &corruption).unwrap();
         let again = client.compile(&program, &opts).unwrap();
         assert_eq!(again.cache_outcome, CacheOutcome::Replaced);
         assert_eq!(run(&again), reference);
-        assert_eq!(client.compile(&program, &opts).unwrap().cache_outcome, CacheOutcome::Hit);
+        assert_eq!(
+            client.compile(&program, &opts).unwrap().cache_outcome,
+            CacheOutcome::Hit
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -365,28 +465,51 @@ fn compile_cache_hits_and_recovers_from_corruption() {
 fn malformed_program_reports_line_and_column() {
     let client = cpu_client(1).unwrap();
     let program = "module @m {\n  func.func public @main(%arg0: tensor<3xf32>) -> tensor<3xf32> {\n    %0 = \"stablehlo.add\"(%arg0, %nope) : (tensor<3xf32>, tensor<3xf32>) -> tensor<3xf32>\n    \"func.return\"(%0) : (tensor<3xf32>) -> ()\n  }\n}\n";
-    let err = client.compile(program, &CompileOptions::replicated(1)).err().expect("must fail");
+    let err = client
+        .compile(program, &CompileOptions::replicated(1))
+        .err()
+        .expect("must fail");
     let msg = err.to_string();
     assert!(matches!(err, PjrtError::Plugin { .. }), "{msg}");
     let has_line_col = msg
         .split(|c: char| !c.is_ascii_digit() && c != ':')
         .any(|s| s.contains(':') && s.split(':').filter(|p| !p.is_empty()).count() >= 2);
-    assert!(has_line_col && msg.contains("3:"), "no line:column in {msg}");
+    assert!(
+        has_line_col && msg.contains("3:"),
+        "no line:column in {msg}"
+    );
 }
 
 #[test]
 fn wrong_number_of_argument_lists_is_an_error() {
     let client = cpu_client(2).unwrap();
-    let exe = client.compile(&gradient_program(2, 1), &CompileOptions::replicated(2)).unwrap();
+    let exe = client
+        .compile(&gradient_program(2, 1), &CompileOptions::replicated(2))
+        .unwrap();
     let w = client.buffer_from_host(&[1f32; 4], &[4], 0).unwrap();
     let x = client.buffer_from_host(&[1f32; 4], &[1, 4], 0).unwrap();
     let y = client.buffer_from_host(&[1f32], &[1], 0).unwrap();
-    let err = exe.execute(&[vec![&w, &x, &y]]).err().expect("one list for two devices");
-    assert!(err.to_string().contains("2 device(s) but 1 argument list"), "{err}");
-    let err = client.compile(&gradient_program(4, 1), &CompileOptions::replicated(4)).err().unwrap();
+    let err = exe
+        .execute(&[vec![&w, &x, &y]])
+        .err()
+        .expect("one list for two devices");
+    assert!(
+        err.to_string().contains("2 device(s) but 1 argument list"),
+        "{err}"
+    );
+    let err = client
+        .compile(&gradient_program(4, 1), &CompileOptions::replicated(4))
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("client has 2"), "{err}");
-    assert!(client.buffer_from_host(&[1f32; 3], &[4], 0).is_err(), "size mismatch");
-    assert!(client.buffer_from_host(&[1f32; 4], &[4], 5).is_err(), "no device 5");
+    assert!(
+        client.buffer_from_host(&[1f32; 3], &[4], 0).is_err(),
+        "size mismatch"
+    );
+    assert!(
+        client.buffer_from_host(&[1f32; 4], &[4], 5).is_err(),
+        "no device 5"
+    );
 }
 
 #[test]
@@ -395,21 +518,36 @@ fn non_plugin_and_missing_plugin_are_clean_errors() {
     std::fs::create_dir_all(&dir).unwrap();
     let fake = dir.join("fake.so");
     std::fs::write(&fake, b"this is not a shared object").unwrap();
-    let err = Plugin::load(&fake).err().expect("text file is not a plugin").to_string();
-    assert!(err.contains("cannot load PJRT plugin") && err.contains("fake.so"), "{err}");
+    let err = Plugin::load(&fake)
+        .err()
+        .expect("text file is not a plugin")
+        .to_string();
+    assert!(
+        err.contains("cannot load PJRT plugin") && err.contains("fake.so"),
+        "{err}"
+    );
 
     // A real shared object without GetPjrtApi.
-    let libc = ["/lib/x86_64-linux-gnu/libm.so.6", "/lib/aarch64-linux-gnu/libm.so.6", "/usr/lib/libm.so.6"]
-        .into_iter()
-        .map(std::path::Path::new)
-        .find(|p| p.is_file());
+    let libc = [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/lib/aarch64-linux-gnu/libm.so.6",
+        "/usr/lib/libm.so.6",
+    ]
+    .into_iter()
+    .map(std::path::Path::new)
+    .find(|p| p.is_file());
     if let Some(lib) = libc {
-        let err = Plugin::load(lib).err().expect("libm is not a plugin").to_string();
+        let err = Plugin::load(lib)
+            .err()
+            .expect("libm is not a plugin")
+            .to_string();
         assert!(err.contains("not a PJRT plugin"), "{err}");
     }
 
     let missing = dir.join("missing.so");
-    let err = find_plugin(DeviceKind::Tpu, Some(&missing)).unwrap_err().to_string();
+    let err = find_plugin(DeviceKind::Tpu, Some(&missing))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("scripts/install-plugin.sh tpu"), "{err}");
     let err = Plugin::load(&missing).err().unwrap().to_string();
     assert!(err.contains("no such file"), "{err}");
