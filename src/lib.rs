@@ -9,4 +9,3 @@ pub mod rng;
 pub mod testing;
 pub mod tokenizer;
 pub mod weights;
-pub mod tokenizer;
