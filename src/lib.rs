@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod device;
+pub mod model_folder;
 pub mod pjrt;
 pub mod rng;
 #[doc(hidden)]

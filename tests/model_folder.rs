@@ -1,0 +1,45 @@
+//! Model folders: local fixtures parse into typed configs; bad paths and ids explain themselves.
+
+use ti_xla::model_folder::ModelFolder;
+use xla_graphs::models::config_value::PerBlock;
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn fixture_configs_parse_with_their_distinguishing_fields() {
+    let sd1 = ModelFolder::open(&fixture("tiny-sd1"), None, None).unwrap();
+    assert_eq!(sd1.text_encoder.hidden_act, "quick_gelu");
+    assert_eq!(sd1.unet.attention_head_dim, PerBlock::One(2));
+    assert!(!sd1.unet.use_linear_projection);
+    assert_eq!(sd1.vae.scaling_factor, 0.18215);
+    assert_eq!(sd1.scheduler["prediction_type"], "epsilon");
+
+    let sd2 = ModelFolder::open(&fixture("tiny-sd2"), None, None).unwrap();
+    assert_eq!(sd2.text_encoder.hidden_act, "gelu");
+    assert_eq!(sd2.unet.block_plan().unwrap().heads, vec![2, 4, 4]);
+    assert!(sd2.unet.use_linear_projection && sd2.unet.upcast_attention);
+    assert_eq!(sd2.vae.scaling_factor, 0.13025);
+    assert_eq!(sd2.scheduler["prediction_type"], "v_prediction");
+}
+
+#[test]
+fn wrong_paths_and_uncached_repo_ids_are_one_line_errors() {
+    let err = ModelFolder::open("./no/such/folder", None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not exist"), "{err}");
+    let err = ModelFolder::open(&fixture("tiny-sd1/unet"), None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not a diffusers model folder"), "{err}");
+    let err = ModelFolder::open("nobody-here/not-a-model", None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("huggingface-cli download nobody-here/not-a-model"),
+        "{err}"
+    );
+    assert!(!err.contains('\n'));
+}
