@@ -95,7 +95,10 @@ mod tests {
     #[test]
     fn sizes_match_the_mlir_bit_widths() {
         for dt in DType::ALL {
-            let bits: usize = match dt.mlir_name().trim_start_matches(|c: char| c.is_alphabetic()) {
+            let bits: usize = match dt
+                .mlir_name()
+                .trim_start_matches(|c: char| c.is_alphabetic())
+            {
                 "" => unreachable!(),
                 n => n.parse().unwrap(),
             };
