@@ -18,6 +18,7 @@ pub mod error;
 mod graph;
 mod infer;
 pub mod literal;
+pub mod models;
 pub mod nn;
 pub mod op;
 pub mod ops;
