@@ -196,9 +196,10 @@ def added_token(content, normalized):
 def write_tokenizer(spec, out):
     """Writes vocab.json + merges.txt + configs the way the SD 1.5 / SD 2.x repositories have them.
 
-    SD 2's special_tokens_map.json says pad "!" while its tokenizer_config.json says
-    "<|endoftext|>"; transformers lets special_tokens_map.json win, so SD 2 pads with id 0.
-    tiny-sd2 also gets a tokenizer.json (as transformers 5 saves it) to cover that path.
+    SD 2's special_tokens_map.json sets pad "!" (id 0). tiny-sd2's tokenizer_config.json keeps
+    "<|endoftext|>", so the precedence is exercised: transformers (4.57 and 5.x alike) lets
+    special_tokens_map.json win. tiny-sd2 also gets a tokenizer.json (as transformers 5 saves
+    it) to cover that path.
     """
     os.makedirs(out, exist_ok=True)
     vocab, merges = clip_vocab_and_merges(spec["bpe_merges"])

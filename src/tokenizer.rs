@@ -320,8 +320,8 @@ impl TokenizerConfig {
     }
 
     /// A special token (`"pad_token"`, ...), written as a string or as `{"content": ...}`.
-    /// `special_tokens_map.json` wins over `tokenizer_config.json`, as in transformers: SD 2's
-    /// map says pad "!" while its config says "<|endoftext|>".
+    /// `special_tokens_map.json` wins over `tokenizer_config.json`, as in transformers (SD 2 sets
+    /// its pad "!" in the map).
     fn special(&self, key: &str) -> Option<String> {
         let content = |v: &Value| match v.get(key)? {
             Value::String(s) => Some(s.clone()),
