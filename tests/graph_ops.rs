@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use xla_graphs::{
-    ArgAttrs, ComparisonDirection as Dir, DType, Graph, Literal, Shape, Tensor, UnaryOp,
+    ComparisonDirection as Dir, DType, Graph, Literal, Shape, Tensor, UnaryOp,
 };
 
 const TOL: f64 = 1e-13;
