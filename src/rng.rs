@@ -10,7 +10,8 @@
 //! and an add into one fused multiply-add (uniform's `unit * span + minval`, erf_inv's Horner
 //! steps), so do these, since that is what matches JAX on CPU.
 //!
-//! A key is the pair `jax.random.key_data(key)`: two u32 words, `[hi, lo]` of the seed.
+//! A key is the pair `jax.random.key_data(key)`: two u32 words, `[hi, lo]` of the seed. The
+//! constants (rotations, erf_inv polynomials, randint's span rule) are shared with the graph side.
 //!
 //! ```
 //! use ti_xla::rng::Key;
@@ -20,20 +21,19 @@
 //! let _noise = keys[1].normal_f32(16);
 //! ```
 
-/// Threefry rotation amounts, rounds 1-4 and 5-8 of each group of eight.
-const ROTATIONS: [[u32; 4]; 2] = [[13, 15, 26, 6], [17, 29, 16, 24]];
-
-/// Threefry's key-schedule parity constant for 32-bit words.
-const KS_PARITY: u32 = 0x1BD1_1BDA;
+use xla_graphs::random::{
+    randint_multiplier, randint_span, ERF_INV_F32_W_GE_5, ERF_INV_F32_W_LT_5, ERF_INV_F64_W_GE_16,
+    ERF_INV_F64_W_LT_16, ERF_INV_F64_W_LT_6_25, THREEFRY_KS_PARITY, THREEFRY_ROTATIONS,
+};
 
 /// The Threefry-2x32 block cipher with 20 rounds (Salmon et al., "Parallel random numbers: as
 /// easy as 1, 2, 3"), as JAX's `threefry2x32_p`: `key` is the key pair, `count` the two counter
 /// words; returns the two output words.
 pub fn threefry2x32(key: [u32; 2], count: [u32; 2]) -> [u32; 2] {
-    let ks = [key[0], key[1], key[0] ^ key[1] ^ KS_PARITY];
+    let ks = [key[0], key[1], key[0] ^ key[1] ^ THREEFRY_KS_PARITY];
     let mut x = [count[0].wrapping_add(ks[0]), count[1].wrapping_add(ks[1])];
     for i in 0..5 {
-        for &r in &ROTATIONS[i % 2] {
+        for &r in &THREEFRY_ROTATIONS[i % 2] {
             x[0] = x[0].wrapping_add(x[1]);
             x[1] = x[1].rotate_left(r) ^ x[0];
         }
@@ -173,24 +173,6 @@ impl Key {
     }
 }
 
-/// The width of randint's range as JAX computes it: `maxval - minval` in wrapping i32 arithmetic
-/// read as u32 (so the full i32 range is 2^32 - 1 wide), and 1 when the range is empty.
-pub fn randint_span(minval: i32, maxval: i32) -> u32 {
-    if maxval <= minval {
-        1
-    } else {
-        maxval.wrapping_sub(minval) as u32
-    }
-}
-
-/// JAX's `2^32 mod span` for randint, computed as `((2^16 mod span)^2) mod span` in wrapping u32
-/// arithmetic. The square wraps to 0 when `2^16 mod span == 2^16` (span > 2^16), which is not
-/// `2^32 mod span`; JAX has this quirk and so do we.
-pub fn randint_multiplier(span: u32) -> u32 {
-    let m = (1u32 << 16) % span;
-    m.wrapping_mul(m) % span
-}
-
 /// `chlo.erf_inv` for f32 as XLA expands it (Giles' single-precision polynomials, evaluated in
 /// f32 in the same order); `jax.lax.erf_inv` lowers to it. Horner steps are fused multiply-adds
 /// because XLA's CPU backend contracts them; `ln_1p` is the host's, so results can differ from
@@ -233,106 +215,3 @@ pub fn erf_inv_f64(x: f64) -> f64 {
         p * x
     }
 }
-
-/// Coefficients of XLA's `ErfInv32`, highest degree first, for `w < 5` (in `w - 2.5`).
-#[allow(clippy::excessive_precision)]
-pub const ERF_INV_F32_W_LT_5: [f32; 9] = [
-    2.81022636e-08,
-    3.43273939e-07,
-    -3.5233877e-06,
-    -4.39150654e-06,
-    0.00021858087,
-    -0.00125372503,
-    -0.00417768164,
-    0.246640727,
-    1.50140941,
-];
-
-/// Coefficients of XLA's `ErfInv32`, highest degree first, for `w >= 5` (in `sqrt(w) - 3`).
-#[allow(clippy::excessive_precision)]
-pub const ERF_INV_F32_W_GE_5: [f32; 9] = [
-    -0.000200214257,
-    0.000100950558,
-    0.00134934322,
-    -0.00367342844,
-    0.00573950773,
-    -0.0076224613,
-    0.00943887047,
-    1.00167406,
-    2.83297682,
-];
-
-/// Coefficients of XLA's `ErfInv64`, highest degree first, for `w < 6.25` (in `w - 3.125`).
-#[allow(clippy::excessive_precision)]
-pub const ERF_INV_F64_W_LT_6_25: [f64; 23] = [
-    -3.6444120640178196996e-21,
-    -1.685059138182016589e-19,
-    1.2858480715256400167e-18,
-    1.115787767802518096e-17,
-    -1.333171662854620906e-16,
-    2.0972767875968561637e-17,
-    6.6376381343583238325e-15,
-    -4.0545662729752068639e-14,
-    -8.1519341976054721522e-14,
-    2.6335093153082322977e-12,
-    -1.2975133253453532498e-11,
-    -5.4154120542946279317e-11,
-    1.051212273321532285e-09,
-    -4.1126339803469836976e-09,
-    -2.9070369957882005086e-08,
-    4.2347877827932403518e-07,
-    -1.3654692000834678645e-06,
-    -1.3882523362786468719e-05,
-    0.0001867342080340571352,
-    -0.00074070253416626697512,
-    -0.0060336708714301490533,
-    0.24015818242558961693,
-    1.6536545626831027356,
-];
-
-/// Coefficients of XLA's `ErfInv64`, highest degree first, for `6.25 <= w < 16`
-/// (in `sqrt(w) - 3.25`).
-#[allow(clippy::excessive_precision)]
-pub const ERF_INV_F64_W_LT_16: [f64; 19] = [
-    2.2137376921775787049e-09,
-    9.0756561938885390979e-08,
-    -2.7517406297064545428e-07,
-    1.8239629214389227755e-08,
-    1.5027403968909827627e-06,
-    -4.013867526981545969e-06,
-    2.9234449089955446044e-06,
-    1.2475304481671778723e-05,
-    -4.7318229009055733981e-05,
-    6.8284851459573175448e-05,
-    2.4031110387097893999e-05,
-    -0.0003550375203628474796,
-    0.00095328937973738049703,
-    -0.0016882755560235047313,
-    0.0024914420961078508066,
-    -0.0037512085075692412107,
-    0.005370914553590063617,
-    1.0052589676941592334,
-    3.0838856104922207635,
-];
-
-/// Coefficients of XLA's `ErfInv64`, highest degree first, for `w >= 16` (in `sqrt(w) - 5`).
-#[allow(clippy::excessive_precision)]
-pub const ERF_INV_F64_W_GE_16: [f64; 17] = [
-    -2.7109920616438573243e-11,
-    -2.5556418169965252055e-10,
-    1.5076572693500548083e-09,
-    -3.7894654401267369937e-09,
-    7.6157012080783393804e-09,
-    -1.4960026627149240478e-08,
-    2.9147953450901080826e-08,
-    -6.7711997758452339498e-08,
-    2.2900482228026654717e-07,
-    -9.9298272942317002539e-07,
-    4.5260625972231537039e-06,
-    -1.9681778105531670567e-05,
-    7.5995277030017761139e-05,
-    -0.00021503011930044477347,
-    -0.00013871931833623122026,
-    1.0103004648645343977,
-    4.8499064014085844221,
-];

@@ -23,6 +23,7 @@ pub mod nn;
 pub mod op;
 pub mod ops;
 pub mod print;
+pub mod random;
 pub mod shape;
 
 pub use autodiff::{value_and_grad, vjp};
