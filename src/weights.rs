@@ -127,7 +127,7 @@ impl WeightFiles {
         let view = st.tensor(name)?;
         let values: Vec<f64> = decode(view.data(), view.dtype())
             .with_context(|| format!("{name} in {}", path.display()))?;
-        Ok(encode(&values, dtype)?)
+        encode(&values, dtype)
     }
 }
 

@@ -491,8 +491,7 @@ fn wrong_number_of_argument_lists_is_an_error() {
     let y = client.buffer_from_host(&[1f32], &[1], 0).unwrap();
     let err = exe
         .execute(&[vec![&w, &x, &y]])
-        .err()
-        .expect("one list for two devices");
+        .expect_err("one list for two devices");
     assert!(
         err.to_string().contains("2 device(s) but 1 argument list"),
         "{err}"
