@@ -30,8 +30,18 @@ fn reshape_transpose_broadcast_reverse() {
     let got = run(&g, &[&r, &t, &v, &b], &[a.clone(), row_data.clone()]);
     assert_close("reshape", &got[0], &a.data, 0.0);
     let at = |i: &[i64]| a.data[ravel(i, &a.dims)];
-    assert_close("transpose", &got[1], &gather_ref(&[4, 2, 3], |i| at(&[i[1], i[2], i[0]])), 0.0);
-    assert_close("reverse", &got[2], &gather_ref(&[2, 3, 4], |i| at(&[1 - i[0], i[1], 3 - i[2]])), 0.0);
+    assert_close(
+        "transpose",
+        &got[1],
+        &gather_ref(&[4, 2, 3], |i| at(&[i[1], i[2], i[0]])),
+        0.0,
+    );
+    assert_close(
+        "reverse",
+        &got[2],
+        &gather_ref(&[2, 3, 4], |i| at(&[1 - i[0], i[1], 3 - i[2]])),
+        0.0,
+    );
     // Operand dim 0 (size 3) -> result dim 2, operand dim 1 (size 1) stretches over dim 0.
     let want = gather_ref(&[4, 2, 3, 5], |i| row_data.data[i[2] as usize]);
     assert_close("broadcast_in_dim", &got[3], &want, 0.0);
@@ -46,11 +56,18 @@ fn slice_pad_concatenate() {
     let s = x.slice(&[1, 0], &[5, 7], &[2, 3]).unwrap();
     let pv = g.scalar(0.25, DType::F64).unwrap();
     let p = x.pad(&pv, &[1, -2], &[2, 1], &[1, 0]).unwrap();
-    let c = g.concatenate(&[x.clone(), y.clone(), x.clone()], 1).unwrap();
+    let c = g
+        .concatenate(&[x.clone(), y.clone(), x.clone()], 1)
+        .unwrap();
     let got = run(&g, &[&s, &p, &c], &[a.clone(), b.clone()]);
     let at = |i: i64, j: i64| a.data[(i * 7 + j) as usize];
     assert_eq!(got[0].dims, vec![2, 3]);
-    assert_close("slice", &got[0], &gather_ref(&[2, 3], |i| at(1 + 2 * i[0], 3 * i[1])), 0.0);
+    assert_close(
+        "slice",
+        &got[0],
+        &gather_ref(&[2, 3], |i| at(1 + 2 * i[0], 3 * i[1])),
+        0.0,
+    );
     // Rows: 1 low, interior 1 (5 rows -> 9), 2 high = 12; columns: 2 cut low, 1 high = 6.
     assert_eq!(got[1].dims, vec![12, 6]);
     let want = gather_ref(&[12, 6], |i| {
@@ -87,7 +104,12 @@ fn dynamic_slice_and_update_clamp_their_starts() {
         let scalar = |v: i64| Array::new(DType::I32, &[], vec![v as f64]);
         let got = execute(&exe, &[vec![a.clone(), u.clone(), scalar(si), scalar(sj)]]).remove(0);
         let at = |r: i64, c: i64| a.data[(r * 6 + c) as usize];
-        assert_close("dynamic_slice", &got[0], &gather_ref(&[2, 3], |k| at(ci + k[0], cj + k[1])), 0.0);
+        assert_close(
+            "dynamic_slice",
+            &got[0],
+            &gather_ref(&[2, 3], |k| at(ci + k[0], cj + k[1])),
+            0.0,
+        );
         let want = gather_ref(&[4, 6], |k| {
             let (r, c) = (k[0] - ci, k[1] - cj);
             if (0..2).contains(&r) && (0..3).contains(&c) {
@@ -114,13 +136,28 @@ fn reductions_and_iota() {
     let ints = g.constant_vec(&[4], vec![3i32, -8, 5, 1]).unwrap();
     let imax = ints.reduce_max(&[0]).unwrap();
     let imin = ints.reduce_min(&[0]).unwrap();
-    let got = run(&g, &[&s, &m, &n, &all, &io, &iu, &imax, &imin], &[a.clone()]);
+    let got = run(
+        &g,
+        &[&s, &m, &n, &all, &io, &iu, &imax, &imin],
+        &[a.clone()],
+    );
     let at = |i: i64, j: i64, k: i64| a.data[(i * 20 + j * 5 + k) as usize];
-    let want: Vec<f64> = (0..4).map(|j| (0..3).flat_map(|i| (0..5).map(move |k| (i, k))).map(|(i, k)| at(i, j, k)).sum()).collect();
+    let want: Vec<f64> = (0..4)
+        .map(|j| {
+            (0..3)
+                .flat_map(|i| (0..5).map(move |k| (i, k)))
+                .map(|(i, k)| at(i, j, k))
+                .sum()
+        })
+        .collect();
     assert_close("reduce sum", &got[0], &want, 1e-13);
-    let want = gather_ref(&[3, 5], |i| (0..4).map(|j| at(i[0], j, i[1])).fold(f64::MIN, f64::max));
+    let want = gather_ref(&[3, 5], |i| {
+        (0..4).map(|j| at(i[0], j, i[1])).fold(f64::MIN, f64::max)
+    });
     assert_close("reduce max", &got[1], &want, 0.0);
-    let want = gather_ref(&[3, 4], |i| (0..5).map(|k| at(i[0], i[1], k)).fold(f64::MAX, f64::min));
+    let want = gather_ref(&[3, 4], |i| {
+        (0..5).map(|k| at(i[0], i[1], k)).fold(f64::MAX, f64::min)
+    });
     assert_close("reduce min", &got[2], &want, 0.0);
     assert_close("sum all", &got[3], &[a.data.iter().sum()], 1e-13);
     assert_eq!(got[4].data, vec![0.0, 1.0, 2.0, 0.0, 1.0, 2.0]);

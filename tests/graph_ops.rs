@@ -5,9 +5,7 @@
 mod common;
 
 use common::*;
-use xla_graphs::{
-    ComparisonDirection as Dir, DType, Graph, Literal, Shape, Tensor, UnaryOp,
-};
+use xla_graphs::{ComparisonDirection as Dir, DType, Graph, Literal, Shape, Tensor, UnaryOp};
 
 const TOL: f64 = 1e-13;
 
@@ -63,7 +61,13 @@ fn binary_float_ops() {
     let b = rand(&[4, 3], 4);
     let pos = rand_pos(&[4, 3], 5);
     type F = fn(f64, f64) -> f64;
-    let cases: Vec<(&str, fn(&Tensor, &Tensor) -> xla_graphs::Result<Tensor>, &Array, &Array, F)> = vec![
+    let cases: Vec<(
+        &str,
+        fn(&Tensor, &Tensor) -> xla_graphs::Result<Tensor>,
+        &Array,
+        &Array,
+        F,
+    )> = vec![
         ("add", Tensor::add, &a, &b, |x, y| x + y),
         ("subtract", Tensor::subtract, &a, &b, |x, y| x - y),
         ("multiply", Tensor::multiply, &a, &b, |x, y| x * y),
@@ -77,13 +81,21 @@ fn binary_float_ops() {
         let g = Graph::new();
         let y = f(&param(&g, l), &param(&g, r)).unwrap();
         let got = run(&g, &[&y], &[l.clone(), r.clone()]);
-        let want: Vec<f64> = l.data.iter().zip(&r.data).map(|(&x, &y)| reference(x, y)).collect();
+        let want: Vec<f64> = l
+            .data
+            .iter()
+            .zip(&r.data)
+            .map(|(&x, &y)| reference(x, y))
+            .collect();
         assert_close(name, &got[0], &want, TOL);
     }
 }
 
 fn u32s(n: usize, seed: u64) -> Vec<u32> {
-    rand_values(n, seed).iter().map(|v| ((v + 1.0) * 2147483647.0) as u32).collect()
+    rand_values(n, seed)
+        .iter()
+        .map(|v| ((v + 1.0) * 2147483647.0) as u32)
+        .collect()
 }
 
 #[test]
@@ -92,7 +104,12 @@ fn u32_integer_and_bitwise_ops() {
     let shifts: Vec<u32> = (0..16).map(|i| (i * 5 % 33) as u32).collect();
     let arr = |v: &[u32]| Array::new(DType::U32, &[4, 4], v.iter().map(|&x| x as f64).collect());
     type F = fn(u32, u32) -> u32;
-    let cases: Vec<(&str, fn(&Tensor, &Tensor) -> xla_graphs::Result<Tensor>, &[u32], F)> = vec![
+    let cases: Vec<(
+        &str,
+        fn(&Tensor, &Tensor) -> xla_graphs::Result<Tensor>,
+        &[u32],
+        F,
+    )> = vec![
         ("add", Tensor::add, &b, u32::wrapping_add),
         ("subtract", Tensor::subtract, &b, u32::wrapping_sub),
         ("multiply", Tensor::multiply, &b, u32::wrapping_mul),
@@ -100,35 +117,67 @@ fn u32_integer_and_bitwise_ops() {
         ("or", Tensor::or, &b, |x, y| x | y),
         ("xor", Tensor::xor, &b, |x, y| x ^ y),
         // StableHLO shifts by >= 32 give 0; Rust's checked shifts say the same with None.
-        ("shift_left", Tensor::shift_left, &shifts, |x, s| x.checked_shl(s).unwrap_or(0)),
-        ("shift_right_logical", Tensor::shift_right_logical, &shifts, |x, s| x.checked_shr(s).unwrap_or(0)),
+        ("shift_left", Tensor::shift_left, &shifts, |x, s| {
+            x.checked_shl(s).unwrap_or(0)
+        }),
+        (
+            "shift_right_logical",
+            Tensor::shift_right_logical,
+            &shifts,
+            |x, s| x.checked_shr(s).unwrap_or(0),
+        ),
     ];
     for (name, f, rhs, reference) in cases {
         let g = Graph::new();
         let (l, r) = (arr(&a), arr(rhs));
         let y = f(&param(&g, &l), &param(&g, &r)).unwrap();
         let got = run(&g, &[&y], &[l, r]);
-        let want: Vec<f64> = a.iter().zip(rhs).map(|(&x, &y)| reference(x, y) as f64).collect();
+        let want: Vec<f64> = a
+            .iter()
+            .zip(rhs)
+            .map(|(&x, &y)| reference(x, y) as f64)
+            .collect();
         assert_close(name, &got[0], &want, 0.0);
     }
     let g = Graph::new();
     let x = param(&g, &arr(&a));
     let not = x.not().unwrap();
     let got = run(&g, &[&not], &[arr(&a)]);
-    assert_close("not", &got[0], &a.iter().map(|&x| !x as f64).collect::<Vec<_>>(), 0.0);
+    assert_close(
+        "not",
+        &got[0],
+        &a.iter().map(|&x| !x as f64).collect::<Vec<_>>(),
+        0.0,
+    );
 }
 
 #[test]
 fn u32_constants_iota_and_bitcasts() {
     let g = Graph::new();
-    let c = g.constant_vec(&[3], vec![0u32, 0x1BD11BDA, u32::MAX]).unwrap();
-    let k = g.scalar_native(0x9E3779B9u32).unwrap().broadcast_in_dim(&[3], &[]).unwrap();
-    let mixed = c.xor(&k).unwrap().add(&g.iota(Shape::new(DType::U32, &[3]), 0).unwrap()).unwrap();
+    let c = g
+        .constant_vec(&[3], vec![0u32, 0x1BD11BDA, u32::MAX])
+        .unwrap();
+    let k = g
+        .scalar_native(0x9E3779B9u32)
+        .unwrap()
+        .broadcast_in_dim(&[3], &[])
+        .unwrap();
+    let mixed = c
+        .xor(&k)
+        .unwrap()
+        .add(&g.iota(Shape::new(DType::U32, &[3]), 0).unwrap())
+        .unwrap();
     // 1.0f32 = 0x3F800000: the usual way of turning random bits into floats in [1, 2).
-    let bits = g.constant_vec(&[2], vec![0x3F800000u32, 0x40490FDB]).unwrap();
+    let bits = g
+        .constant_vec(&[2], vec![0x3F800000u32, 0x40490FDB])
+        .unwrap();
     let floats = bits.bitcast_convert(DType::F32).unwrap();
     let back = floats.bitcast_convert(DType::U32).unwrap();
-    let split = g.scalar(1.5, DType::F64).unwrap().bitcast_convert(DType::U32).unwrap();
+    let split = g
+        .scalar(1.5, DType::F64)
+        .unwrap()
+        .bitcast_convert(DType::U32)
+        .unwrap();
     let widened = split.bitcast_convert(DType::F64).unwrap();
     let got = run(&g, &[&mixed, &floats, &back, &split, &widened], &[]);
     let want: Vec<f64> = [0u32, 0x1BD11BDA, u32::MAX]
@@ -137,11 +186,26 @@ fn u32_constants_iota_and_bitcasts() {
         .map(|(&c, i)| (c ^ 0x9E3779B9).wrapping_add(i) as f64)
         .collect();
     assert_close("xor+iota", &got[0], &want, 0.0);
-    assert_close("bitcast u32->f32", &got[1], &[1.0, f32::from_bits(0x40490FDB) as f64], 0.0);
-    assert_close("bitcast f32->u32", &got[2], &[0x3F800000u32 as f64, 0x40490FDB as f64], 0.0);
+    assert_close(
+        "bitcast u32->f32",
+        &got[1],
+        &[1.0, f32::from_bits(0x40490FDB) as f64],
+        0.0,
+    );
+    assert_close(
+        "bitcast f32->u32",
+        &got[2],
+        &[0x3F800000u32 as f64, 0x40490FDB as f64],
+        0.0,
+    );
     let b = 1.5f64.to_bits();
     assert_eq!(got[3].dims, vec![2]);
-    assert_close("bitcast f64->2xu32", &got[3], &[(b & 0xFFFF_FFFF) as f64, (b >> 32) as f64], 0.0);
+    assert_close(
+        "bitcast f64->2xu32",
+        &got[3],
+        &[(b & 0xFFFF_FFFF) as f64, (b >> 32) as f64],
+        0.0,
+    );
     assert_close("bitcast 2xu32->f64", &got[4], &[1.5], 0.0);
 }
 
@@ -158,7 +222,10 @@ fn literals_of_every_dtype_print_exactly() {
     outs.push(g.constant_vec(&[3], vec![true, false, true]).unwrap());
     outs.push(g.constant_vec(&[2], vec![-7i32, 9]).unwrap());
     outs.push(g.constant_vec(&[2], vec![0u8, 255]).unwrap());
-    outs.push(g.constant(Literal::splat(DType::F32, &[2], f64::NEG_INFINITY)).unwrap());
+    outs.push(
+        g.constant(Literal::splat(DType::F32, &[2], f64::NEG_INFINITY))
+            .unwrap(),
+    );
     let refs: Vec<&Tensor> = outs.iter().collect();
     let got = run(&g, &refs, &[]);
     let round = |dt: DType, v: f64| match dt {
@@ -167,10 +234,18 @@ fn literals_of_every_dtype_print_exactly() {
         DType::F16 => half::f16::from_f64(v).to_f64(),
         _ => v,
     };
-    for (i, dt) in [DType::F64, DType::F32, DType::BF16, DType::F16].into_iter().enumerate() {
+    for (i, dt) in [DType::F64, DType::F32, DType::BF16, DType::F16]
+        .into_iter()
+        .enumerate()
+    {
         let want: Vec<f64> = vals.iter().map(|&v| round(dt, v)).collect();
         assert_close(&format!("{dt} literal"), &got[2 * i], &want, 0.0);
-        assert_close(&format!("{dt} splat"), &got[2 * i + 1], &[round(dt, 0.1); 3], 0.0);
+        assert_close(
+            &format!("{dt} splat"),
+            &got[2 * i + 1],
+            &[round(dt, 0.1); 3],
+            0.0,
+        );
     }
     assert_eq!(got[8].data, vec![(i64::MIN + 1) as f64, i64::MAX as f64]);
     assert_eq!(got[9].data, vec![1.0, 0.0, 1.0]);
@@ -198,8 +273,18 @@ fn compare_select_clamp() {
             Dir::Le => |x, y| x <= y,
             Dir::Lt => |x, y| x < y,
         };
-        let mask: Vec<f64> = a.data.iter().zip(&b.data).map(|(&x, &y)| f(x, y) as u8 as f64).collect();
-        let sel: Vec<f64> = a.data.iter().zip(&b.data).map(|(&x, &y)| if f(x, y) { x } else { y }).collect();
+        let mask: Vec<f64> = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(&x, &y)| f(x, y) as u8 as f64)
+            .collect();
+        let sel: Vec<f64> = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(&x, &y)| if f(x, y) { x } else { y })
+            .collect();
         assert_close(&format!("compare {dir:?}"), &got[0], &mask, 0.0);
         assert_close(&format!("select {dir:?}"), &got[1], &sel, 0.0);
     }
@@ -207,35 +292,75 @@ fn compare_select_clamp() {
     let g = Graph::new();
     let i = g.constant_vec(&[2], vec![-1i32, 5]).unwrap();
     let u = g.constant_vec(&[2], vec![u32::MAX, 5]).unwrap();
-    let i_lt = i.compare(&g.constant_vec(&[2], vec![0i32, 0]).unwrap(), Dir::Lt).unwrap();
-    let u_lt = u.compare(&g.constant_vec(&[2], vec![0u32, 0]).unwrap(), Dir::Lt).unwrap();
+    let i_lt = i
+        .compare(&g.constant_vec(&[2], vec![0i32, 0]).unwrap(), Dir::Lt)
+        .unwrap();
+    let u_lt = u
+        .compare(&g.constant_vec(&[2], vec![0u32, 0]).unwrap(), Dir::Lt)
+        .unwrap();
     let x = param(&g, &a);
-    let clamped = x.clamp(&g.scalar(-0.3, DType::F64).unwrap(), &g.scalar(0.4, DType::F64).unwrap()).unwrap();
+    let clamped = x
+        .clamp(
+            &g.scalar(-0.3, DType::F64).unwrap(),
+            &g.scalar(0.4, DType::F64).unwrap(),
+        )
+        .unwrap();
     let lo = param(&g, &b);
     let clamped2 = x.clamp(&lo, &lo.add_scalar(0.5).unwrap()).unwrap();
-    let got = run(&g, &[&i_lt, &u_lt, &clamped, &clamped2], &[a.clone(), b.clone()]);
+    let got = run(
+        &g,
+        &[&i_lt, &u_lt, &clamped, &clamped2],
+        &[a.clone(), b.clone()],
+    );
     assert_eq!(got[0].data, vec![1.0, 0.0]);
     assert_eq!(got[1].data, vec![0.0, 0.0]);
     let want: Vec<f64> = a.data.iter().map(|v| v.clamp(-0.3, 0.4)).collect();
     assert_close("clamp scalar bounds", &got[2], &want, 0.0);
-    let want: Vec<f64> = a.data.iter().zip(&b.data).map(|(v, l)| v.max(*l).min(l + 0.5)).collect();
+    let want: Vec<f64> = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(v, l)| v.max(*l).min(l + 0.5))
+        .collect();
     assert_close("clamp array bounds", &got[3], &want, 0.0);
 }
 
 #[test]
 fn converts() {
-    let a = Array::f64(&[6], vec![1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, -2.7, 3.9, 1e-3, 100.5]);
+    let a = Array::f64(
+        &[6],
+        vec![1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, -2.7, 3.9, 1e-3, 100.5],
+    );
     let g = Graph::new();
     let x = param(&g, &a);
     let f32 = x.convert(DType::F32).unwrap();
     let bf = f32.convert(DType::BF16).unwrap();
     let i = x.convert(DType::I32).unwrap();
-    let u = x.abs().unwrap().convert(DType::U32).unwrap().convert(DType::F32).unwrap();
-    let p = x.compare(&x.zeros_like().unwrap(), Dir::Gt).unwrap().convert(DType::F32).unwrap();
+    let u = x
+        .abs()
+        .unwrap()
+        .convert(DType::U32)
+        .unwrap()
+        .convert(DType::F32)
+        .unwrap();
+    let p = x
+        .compare(&x.zeros_like().unwrap(), Dir::Gt)
+        .unwrap()
+        .convert(DType::F32)
+        .unwrap();
     let got = run(&g, &[&f32, &bf, &i, &u, &p], &[a.clone()]);
-    assert_close("f64->f32", &got[0], &a.data.iter().map(|&v| v as f32 as f64).collect::<Vec<_>>(), 0.0);
+    assert_close(
+        "f64->f32",
+        &got[0],
+        &a.data.iter().map(|&v| v as f32 as f64).collect::<Vec<_>>(),
+        0.0,
+    );
     // f32 -> bf16 rounds to nearest even: 1 + 1/256 is a tie and goes down, 1 + 3/256 goes up.
-    let want: Vec<f64> = a.data.iter().map(|&v| half::bf16::from_f32(v as f32).to_f64()).collect();
+    let want: Vec<f64> = a
+        .data
+        .iter()
+        .map(|&v| half::bf16::from_f32(v as f32).to_f64())
+        .collect();
     assert_close("f32->bf16", &got[1], &want, 0.0);
     assert_eq!(got[1].data[0], 1.0);
     assert_eq!(got[1].data[1], 1.0 + 4.0 / 256.0);

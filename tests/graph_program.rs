@@ -10,11 +10,24 @@ use xla_graphs::{ArgAttrs, DType, Graph, ModuleOptions, Shape};
 fn all_reduce_sums_over_replicas_and_replica_id_tells_them_apart() {
     let g = Graph::new();
     let x = g.parameter("x", Shape::new(DType::F32, &[3])).unwrap();
-    let id = g.replica_id().unwrap().convert(DType::F32).unwrap().broadcast_in_dim(&[3], &[]).unwrap();
+    let id = g
+        .replica_id()
+        .unwrap()
+        .convert(DType::F32)
+        .unwrap()
+        .broadcast_in_dim(&[3], &[])
+        .unwrap();
     let summed = x.all_reduce_sum(&[vec![0, 1]]).unwrap();
-    let opts = ModuleOptions { num_replicas: Some(2), num_partitions: Some(1), ..Default::default() };
+    let opts = ModuleOptions {
+        num_replicas: Some(2),
+        num_partitions: Some(1),
+        ..Default::default()
+    };
     let text = g.to_stablehlo_with(&[&summed, &id], &opts).unwrap();
-    assert!(text.contains("replica_groups = dense<[[0, 1]]> : tensor<1x2xi64>"), "{text}");
+    assert!(
+        text.contains("replica_groups = dense<[[0, 1]]> : tensor<1x2xi64>"),
+        "{text}"
+    );
     let exe = compile(&text, 2);
     let a = Array::new(DType::F32, &[3], vec![1.0, 2.0, 3.0]);
     let b = Array::new(DType::F32, &[3], vec![10.0, 20.0, 30.0]);
@@ -30,24 +43,51 @@ fn optimization_barrier_passes_every_operand_through() {
     let g = Graph::new();
     let x = g.parameter("x", Shape::new(DType::F64, &[2])).unwrap();
     let k = g.parameter("k", Shape::new(DType::U32, &[])).unwrap();
-    let outs = g.optimization_barrier(&[x.exponential().unwrap(), k.clone()]).unwrap();
+    let outs = g
+        .optimization_barrier(&[x.exponential().unwrap(), k.clone()])
+        .unwrap();
     let y = outs[0].add_scalar(1.0).unwrap();
     let text = g.to_stablehlo(&[&y, &outs[1]]).unwrap();
-    assert!(text.contains(":2 = \"stablehlo.optimization_barrier\""), "{text}");
-    let got = run(&g, &[&y, &outs[1]], &[Array::f64(&[2], vec![0.5, -1.0]), Array::new(DType::U32, &[], vec![7.0])]);
-    assert_close("barrier", &got[0], &[0.5f64.exp() + 1.0, (-1.0f64).exp() + 1.0], 1e-15);
+    assert!(
+        text.contains(":2 = \"stablehlo.optimization_barrier\""),
+        "{text}"
+    );
+    let got = run(
+        &g,
+        &[&y, &outs[1]],
+        &[
+            Array::f64(&[2], vec![0.5, -1.0]),
+            Array::new(DType::U32, &[], vec![7.0]),
+        ],
+    );
+    assert_close(
+        "barrier",
+        &got[0],
+        &[0.5f64.exp() + 1.0, (-1.0f64).exp() + 1.0],
+        1e-15,
+    );
     assert_eq!(got[1].data, vec![7.0]);
 }
 
 #[test]
 fn donated_and_sharded_arguments_compile_and_run() {
     let g = Graph::new();
-    let attrs = ArgAttrs { aliasing_output: Some(0), sharding: Some("{replicated}".into()) };
-    let state = g.parameter_with("state", Shape::new(DType::F32, &[4]), attrs).unwrap();
+    let attrs = ArgAttrs {
+        aliasing_output: Some(0),
+        sharding: Some("{replicated}".into()),
+    };
+    let state = g
+        .parameter_with("state", Shape::new(DType::F32, &[4]), attrs)
+        .unwrap();
     let step = g.parameter("step", Shape::new(DType::F32, &[4])).unwrap();
     let next = state.add(&step).unwrap();
     let text = g.to_stablehlo(&[&next]).unwrap();
-    assert!(text.contains("%arg0: tensor<4xf32> {mhlo.sharding = \"{replicated}\", tf.aliasing_output = 0 : i32}"), "{text}");
+    assert!(
+        text.contains(
+            "%arg0: tensor<4xf32> {mhlo.sharding = \"{replicated}\", tf.aliasing_output = 0 : i32}"
+        ),
+        "{text}"
+    );
     let exe = compile(&text, 1);
     let s = Array::new(DType::F32, &[4], vec![1.0, 2.0, 3.0, 4.0]);
     let d = Array::new(DType::F32, &[4], vec![0.5; 4]);

@@ -30,8 +30,16 @@ pub struct Array {
 
 impl Array {
     pub fn new(dtype: DType, dims: &[i64], data: Vec<f64>) -> Array {
-        assert_eq!(dims.iter().product::<i64>() as usize, data.len(), "array size");
-        Array { dtype, dims: dims.to_vec(), data }
+        assert_eq!(
+            dims.iter().product::<i64>() as usize,
+            data.len(),
+            "array size"
+        );
+        Array {
+            dtype,
+            dims: dims.to_vec(),
+            data,
+        }
     }
 
     pub fn f64(dims: &[i64], data: Vec<f64>) -> Array {
@@ -94,7 +102,11 @@ pub fn execute(exe: &LoadedExecutable, inputs: &[Vec<Array>]) -> Vec<Vec<Array>>
         .enumerate()
         .map(|(d, list)| {
             list.iter()
-                .map(|a| client().buffer_from_bytes(&a.to_bytes(), a.dtype, &a.dims, d).expect("upload"))
+                .map(|a| {
+                    client()
+                        .buffer_from_bytes(&a.to_bytes(), a.dtype, &a.dims, d)
+                        .expect("upload")
+                })
                 .collect()
         })
         .collect();
@@ -121,7 +133,9 @@ pub fn rand_values(n: usize, seed: u64) -> Vec<f64> {
     let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) ^ 0xD1B54A32D192ED03;
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let u = (s >> 11) as f64 / (1u64 << 53) as f64;
             let v = 2.0 * u - 1.0;
             if v.abs() < 0.1 {
@@ -164,7 +178,10 @@ pub fn unravel(mut i: i64, dims: &[i64]) -> Vec<i64> {
 }
 
 pub fn ravel(idx: &[i64], dims: &[i64]) -> usize {
-    idx.iter().zip(strides(dims)).map(|(i, s)| i * s).sum::<i64>() as usize
+    idx.iter()
+        .zip(strides(dims))
+        .map(|(i, s)| i * s)
+        .sum::<i64>() as usize
 }
 
 /// Asserts `got` matches `want` to `rel` relative to want's largest magnitude.
@@ -173,7 +190,10 @@ pub fn assert_close(what: &str, got: &Array, want: &[f64], rel: f64) {
     let scale = want.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
     for (i, (g, w)) in got.data.iter().zip(want).enumerate() {
         let err = (g - w).abs() / scale;
-        assert!(err <= rel || (g.is_nan() && w.is_nan()), "{what}[{i}]: got {g}, want {w} (error {err:e} > {rel:e})");
+        assert!(
+            err <= rel || (g.is_nan() && w.is_nan()),
+            "{what}[{i}]: got {g}, want {w} (error {err:e} > {rel:e})"
+        );
     }
 }
 
@@ -183,7 +203,10 @@ fn rel_error(ad: &[f64], fd: &[f64]) -> f64 {
     if scale < 1e-300 {
         return 0.0;
     }
-    ad.iter().zip(fd).fold(0f64, |m, (a, f)| m.max((a - f).abs())) / scale
+    ad.iter()
+        .zip(fd)
+        .fold(0f64, |m, (a, f)| m.max((a - f).abs()))
+        / scale
 }
 
 /// Step of the central differences: near the f64 optimum eps^(1/3), scaled to the input.
@@ -193,7 +216,11 @@ const FD_STEP: f64 = 1e-5;
 /// so every output element gets its own cotangent) with central finite differences of the
 /// same printed loss program, for each input index in `wrt` (f64 inputs). Returns the
 /// largest relative error.
-pub fn fd_check(inputs: &[Array], wrt: &[usize], build: impl Fn(&Graph, &[Tensor]) -> xla_graphs::Result<Tensor>) -> f64 {
+pub fn fd_check(
+    inputs: &[Array],
+    wrt: &[usize],
+    build: impl Fn(&Graph, &[Tensor]) -> xla_graphs::Result<Tensor>,
+) -> f64 {
     let g = Graph::new();
     let params: Vec<Tensor> = inputs
         .iter()
@@ -203,7 +230,9 @@ pub fn fd_check(inputs: &[Array], wrt: &[usize], build: impl Fn(&Graph, &[Tensor
     let out = build(&g, &params).expect("build");
     assert_eq!(out.dtype(), DType::F64, "finite differences run in f64");
     let proj = rand(&out.dims(), 0xC0FFEE);
-    let r = g.constant_f64(DType::F64, &proj.dims, &proj.data).expect("projection");
+    let r = g
+        .constant_f64(DType::F64, &proj.dims, &proj.data)
+        .expect("projection");
     let loss = out.multiply(&r).and_then(|p| p.sum_all()).expect("loss");
     let wrt_t: Vec<Tensor> = wrt.iter().map(|&i| params[i].clone()).collect();
     let (loss, grads) = value_and_grad(&loss, &wrt_t).expect("value_and_grad");

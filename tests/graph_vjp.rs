@@ -1,0 +1,435 @@
+//! Every VJP rule against central finite differences of the printed program, run in f64
+//! through the CPU plugin. Tolerance: max |AD - FD| / max |FD| <= 1e-6 per case. Run with
+//! `--nocapture` to see the error tables.
+
+mod common;
+
+use common::*;
+use xla_graphs::{
+    nn, ComparisonDirection as Dir, ConvDimensionNumbers, Convolution, DType, DotDimensionNumbers,
+    Gather, GatherDimensionNumbers, Graph, Result, Scatter, ScatterDimensionNumbers, Tensor,
+    UnaryOp,
+};
+
+const TOL: f64 = 1e-6;
+
+type Build = Box<dyn Fn(&Graph, &[Tensor]) -> Result<Tensor>>;
+
+struct Case {
+    name: &'static str,
+    inputs: Vec<Array>,
+    wrt: Vec<usize>,
+    build: Build,
+}
+
+fn case(
+    name: &'static str,
+    inputs: Vec<Array>,
+    wrt: &[usize],
+    build: impl Fn(&Graph, &[Tensor]) -> Result<Tensor> + 'static,
+) -> Case {
+    Case {
+        name,
+        inputs,
+        wrt: wrt.to_vec(),
+        build: Box::new(build),
+    }
+}
+
+fn check(title: &str, cases: Vec<Case>) {
+    let rows: Vec<(&str, f64)> = cases
+        .iter()
+        .map(|c| (c.name, fd_check(&c.inputs, &c.wrt, &c.build)))
+        .collect();
+    report(title, &rows, TOL);
+}
+
+fn shifted(a: Array, by: f64, scale: f64) -> Array {
+    Array::f64(&a.dims, a.data.iter().map(|v| by + scale * v).collect())
+}
+
+#[test]
+fn elementwise_rules() {
+    let x = || rand(&[3, 4], 41);
+    let pos = || rand_pos(&[3, 4], 42);
+    let y = || rand(&[3, 4], 43);
+    let mut cases = Vec::new();
+    for (op, positive) in [
+        (UnaryOp::Negate, false),
+        (UnaryOp::Exponential, false),
+        (UnaryOp::Log, true),
+        (UnaryOp::Tanh, false),
+        (UnaryOp::Logistic, false),
+        (UnaryOp::Sqrt, true),
+        (UnaryOp::Rsqrt, true),
+        (UnaryOp::Erf, false),
+        (UnaryOp::Sine, false),
+        (UnaryOp::Cosine, false),
+        (UnaryOp::Abs, false),
+        (UnaryOp::Sign, false),
+        (UnaryOp::Floor, false),
+    ] {
+        let input = if positive {
+            pos()
+        } else {
+            shifted(x(), 0.0, 1.3)
+        };
+        cases.push(case(op.name(), vec![input], &[0], move |_, p| {
+            p[0].unary(op)
+        }));
+    }
+    cases.extend([
+        case("stablehlo.add", vec![x(), y()], &[0, 1], |_, p| {
+            p[0].add(&p[1])
+        }),
+        case("stablehlo.subtract", vec![x(), y()], &[0, 1], |_, p| {
+            p[0].subtract(&p[1])
+        }),
+        case("stablehlo.multiply", vec![x(), y()], &[0, 1], |_, p| {
+            p[0].multiply(&p[1])
+        }),
+        case("stablehlo.divide", vec![x(), pos()], &[0, 1], |_, p| {
+            p[0].divide(&p[1])
+        }),
+        case("stablehlo.maximum", vec![x(), y()], &[0, 1], |_, p| {
+            p[0].maximum(&p[1])
+        }),
+        case("stablehlo.minimum", vec![x(), y()], &[0, 1], |_, p| {
+            p[0].minimum(&p[1])
+        }),
+        case("stablehlo.power", vec![pos(), y()], &[0, 1], |_, p| {
+            p[0].power(&p[1])
+        }),
+        case(
+            "stablehlo.remainder",
+            vec![shifted(x(), 2.5, 0.2), shifted(y(), 1.0, 0.1)],
+            &[0, 1],
+            |_, p| p[0].remainder(&p[1]),
+        ),
+        case("stablehlo.select", vec![x(), y()], &[0, 1], |_, p| {
+            p[0].compare(&p[1], Dir::Gt)?
+                .select(&p[0].square()?, &p[1].exponential()?)
+        }),
+        case(
+            "stablehlo.clamp (scalar bounds)",
+            vec![
+                x(),
+                Array::f64(&[], vec![-0.35]),
+                Array::f64(&[], vec![0.45]),
+            ],
+            &[0, 1, 2],
+            |_, p| p[0].clamp(&p[1], &p[2]),
+        ),
+        case(
+            "stablehlo.clamp (array bounds)",
+            vec![x(), shifted(y(), -0.05, 0.3), shifted(pos(), 0.2, 0.3)],
+            &[0, 1, 2],
+            |_, p| p[0].clamp(&p[1], &p[2]),
+        ),
+        case("stablehlo.convert (f64 -> f64)", vec![x()], &[0], |_, p| {
+            p[0].convert(DType::F64)?.tanh()
+        }),
+    ]);
+    check("elementwise VJP rules", cases);
+}
+
+#[test]
+fn layout_and_reduction_rules() {
+    let a = || rand(&[2, 3, 4], 51);
+    let cases = vec![
+        case("stablehlo.reshape", vec![a()], &[0], |_, p| {
+            p[0].reshape(&[6, 4])?.tanh()
+        }),
+        case("stablehlo.transpose", vec![a()], &[0], |_, p| {
+            p[0].transpose(&[2, 0, 1])
+        }),
+        case(
+            "stablehlo.broadcast_in_dim",
+            vec![rand(&[3, 1], 52)],
+            &[0],
+            |_, p| p[0].broadcast_in_dim(&[4, 2, 3, 5], &[2, 0]),
+        ),
+        case(
+            "stablehlo.broadcast_in_dim (permuted)",
+            vec![rand(&[3, 2], 53)],
+            &[0],
+            |_, p| p[0].broadcast_in_dim(&[2, 4, 3], &[2, 0]),
+        ),
+        case("stablehlo.reverse", vec![a()], &[0], |_, p| {
+            p[0].reverse(&[0, 2])
+        }),
+        case(
+            "stablehlo.slice (strided)",
+            vec![rand(&[5, 7], 54)],
+            &[0],
+            |_, p| p[0].slice(&[1, 0], &[5, 7], &[2, 3]),
+        ),
+        case(
+            "stablehlo.pad (negative, interior)",
+            vec![rand(&[5, 7], 55), Array::f64(&[], vec![0.3])],
+            &[0, 1],
+            |_, p| p[0].pad(&p[1], &[1, -2], &[2, 1], &[1, 0]),
+        ),
+        case(
+            "stablehlo.concatenate",
+            vec![rand(&[2, 3], 56), rand(&[2, 2], 57)],
+            &[0, 1],
+            |g, p| g.concatenate(&[p[0].clone(), p[1].clone(), p[0].clone()], 1),
+        ),
+        case(
+            "stablehlo.dynamic_slice",
+            vec![rand(&[4, 6], 58)],
+            &[0],
+            |g, p| {
+                let (i, j) = (g.scalar(3.0, DType::I32)?, g.scalar(5.0, DType::I32)?);
+                p[0].dynamic_slice(&[i, j], &[2, 3])
+            },
+        ),
+        case(
+            "stablehlo.dynamic_update_slice",
+            vec![rand(&[4, 6], 59), rand(&[2, 3], 60)],
+            &[0, 1],
+            |g, p| {
+                let (i, j) = (g.scalar(1.0, DType::I64)?, g.scalar(2.0, DType::I64)?);
+                p[0].dynamic_update_slice(&p[1], &[i, j])?.tanh()
+            },
+        ),
+        case("stablehlo.reduce (sum)", vec![a()], &[0], |_, p| {
+            p[0].reduce_sum(&[0, 2])
+        }),
+        case("stablehlo.reduce (max)", vec![a()], &[0], |_, p| {
+            p[0].reduce_max(&[1])
+        }),
+        case("stablehlo.reduce (min)", vec![a()], &[0], |_, p| {
+            p[0].reduce_min(&[2])
+        }),
+        case(
+            "stablehlo.optimization_barrier",
+            vec![a(), a()],
+            &[0, 1],
+            |g, p| {
+                let o = g.optimization_barrier(&[p[0].tanh()?, p[1].clone()])?;
+                o[0].multiply(&o[1])
+            },
+        ),
+        case(
+            "stablehlo.all_reduce (1 replica)",
+            vec![a()],
+            &[0],
+            |_, p| p[0].all_reduce_sum(&[vec![0]]),
+        ),
+    ];
+    check("layout and reduction VJP rules", cases);
+}
+
+fn conv(dims: ConvDimensionNumbers, f: impl FnOnce(&mut Convolution)) -> Convolution {
+    let mut c = Convolution::new(dims);
+    f(&mut c);
+    c
+}
+
+#[test]
+fn contraction_and_indexing_rules() {
+    let nchw = ConvDimensionNumbers::nchw_oihw(2);
+    let conv_case = |name: &'static str, lhs: &[i64], rhs: &[i64], c: Convolution| {
+        case(
+            name,
+            vec![rand(lhs, 61), rand(rhs, 62)],
+            &[0, 1],
+            move |_, p| p[0].convolution(&p[1], c.clone()),
+        )
+    };
+    let cases = vec![
+        case(
+            "dot_general (batch dims)",
+            vec![rand(&[2, 3, 4], 63), rand(&[2, 4, 5], 64)],
+            &[0, 1],
+            |_, p| p[0].matmul(&p[1]),
+        ),
+        case(
+            "dot_general (mixed batch/contracting)",
+            vec![rand(&[3, 2, 2, 4], 65), rand(&[4, 3, 2, 2], 66)],
+            &[0, 1],
+            |_, p| {
+                let d = DotDimensionNumbers {
+                    lhs_batching_dimensions: vec![1],
+                    rhs_batching_dimensions: vec![3],
+                    lhs_contracting_dimensions: vec![3, 2],
+                    rhs_contracting_dimensions: vec![0, 2],
+                };
+                p[0].dot_general(&p[1], d)
+            },
+        ),
+        conv_case(
+            "convolution (stride 2, padding, groups 2)",
+            &[2, 4, 7, 6],
+            &[6, 2, 3, 3],
+            conv(nchw.clone(), |c| {
+                c.window_strides = vec![2, 2];
+                c.padding = vec![(1, 2), (1, 0)];
+                c.feature_group_count = 2;
+            }),
+        ),
+        conv_case(
+            "convolution (lhs+rhs dilation)",
+            &[1, 2, 5, 5],
+            &[3, 2, 2, 3],
+            conv(nchw.clone(), |c| {
+                c.lhs_dilation = vec![2, 1];
+                c.rhs_dilation = vec![1, 2];
+                c.padding = vec![(1, 1), (2, 0)];
+            }),
+        ),
+        conv_case(
+            "convolution (batch groups 2)",
+            &[4, 3, 5, 4],
+            &[4, 3, 2, 2],
+            conv(nchw, |c| c.batch_group_count = 2),
+        ),
+        conv_case(
+            "convolution (nhwc, stride 2)",
+            &[2, 5, 6, 3],
+            &[3, 3, 3, 4],
+            conv(ConvDimensionNumbers::nhwc_hwio(2), |c| {
+                c.window_strides = vec![2, 2];
+                c.padding = vec![(1, 1), (0, 1)];
+            }),
+        ),
+        case(
+            "gather (repeated rows)",
+            vec![rand(&[5, 3], 67)],
+            &[0],
+            |g, p| p[0].take_rows(&g.constant_vec(&[2, 3], vec![4i32, 0, 4, 2, 4, 1])?),
+        ),
+        case(
+            "gather (clamped 2-d windows)",
+            vec![rand(&[4, 5], 68)],
+            &[0],
+            |g, p| {
+                let starts = g.constant_vec(&[3, 2], vec![1i64, 0, 4, 4, 1, 0])?;
+                let attrs = Gather {
+                    dims: GatherDimensionNumbers {
+                        offset_dims: vec![1, 2],
+                        start_index_map: vec![0, 1],
+                        index_vector_dim: 1,
+                        ..Default::default()
+                    },
+                    slice_sizes: vec![2, 3],
+                    indices_are_sorted: false,
+                };
+                p[0].gather(&starts, attrs)
+            },
+        ),
+        case(
+            "scatter (add, repeated indices)",
+            vec![rand(&[4, 3], 69), rand(&[5, 3], 70)],
+            &[0, 1],
+            |g, p| {
+                let ids = g.constant_vec(&[5, 1], vec![2i32, 0, 2, 3, 2])?;
+                let attrs = Scatter {
+                    dims: ScatterDimensionNumbers {
+                        update_window_dims: vec![1],
+                        inserted_window_dims: vec![0],
+                        scatter_dims_to_operand_dims: vec![0],
+                        index_vector_dim: 1,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                p[0].scatter_add(&ids, &p[1].square()?, attrs)?.tanh()
+            },
+        ),
+    ];
+    check("contraction and indexing VJP rules", cases);
+}
+
+#[test]
+fn composite_layers() {
+    let x = || rand(&[2, 3, 5], 81);
+    let opts = nn::Conv2dOptions {
+        stride: [2, 1],
+        padding: [1, 1],
+        dilation: [1, 1],
+        groups: 2,
+    };
+    let cases = vec![
+        case("softmax", vec![x()], &[0], |_, p| nn::softmax(&p[0], 2)),
+        case(
+            "layer_norm (x, weight, bias)",
+            vec![x(), rand(&[5], 82), rand(&[5], 83)],
+            &[0, 1, 2],
+            |_, p| nn::layer_norm(&p[0], Some(&p[1]), Some(&p[2]), 1e-5),
+        ),
+        case(
+            "group_norm (x, weight, bias)",
+            vec![rand(&[2, 4, 3, 2], 84), rand(&[4], 85), rand(&[4], 86)],
+            &[0, 1, 2],
+            |_, p| nn::group_norm(&p[0], 2, Some(&p[1]), Some(&p[2]), 1e-5),
+        ),
+        case("gelu (erf)", vec![x()], &[0], |_, p| nn::gelu(&p[0])),
+        case("gelu (tanh)", vec![x()], &[0], |_, p| nn::gelu_tanh(&p[0])),
+        case("quick_gelu", vec![x()], &[0], |_, p| nn::quick_gelu(&p[0])),
+        case("silu", vec![x()], &[0], |_, p| nn::silu(&p[0])),
+        case("mean, variance", vec![x()], &[0], |_, p| {
+            nn::variance(&p[0], &[0, 2])?.multiply(&nn::mean(&p[0], &[0, 2])?)
+        }),
+        case(
+            "linear (x, weight, bias)",
+            vec![x(), rand(&[4, 5], 87), rand(&[4], 88)],
+            &[0, 1, 2],
+            |_, p| nn::linear(&p[0], &p[1], Some(&p[2])),
+        ),
+        case(
+            "conv2d (stride 2, groups 2, bias)",
+            vec![
+                rand(&[1, 4, 5, 4], 89),
+                rand(&[4, 2, 3, 3], 90),
+                rand(&[4], 91),
+            ],
+            &[0, 1, 2],
+            move |_, p| nn::conv2d(&p[0], &p[1], Some(&p[2]), opts),
+        ),
+        case(
+            "attention (q, k, v)",
+            vec![
+                rand(&[2, 3, 4], 92),
+                rand(&[2, 5, 4], 93),
+                rand(&[2, 5, 3], 94),
+            ],
+            &[0, 1, 2],
+            |_, p| {
+                nn::scaled_dot_product_attention(
+                    &p[0],
+                    &p[1],
+                    &p[2],
+                    &nn::AttentionOptions::default(),
+                )
+            },
+        ),
+        case(
+            "attention (causal, additive mask)",
+            vec![
+                rand(&[2, 4, 4], 95),
+                rand(&[2, 4, 4], 96),
+                rand(&[2, 4, 3], 97),
+                rand(&[4, 4], 98),
+            ],
+            &[0, 1, 2, 3],
+            |_, p| {
+                let o = nn::AttentionOptions {
+                    causal: true,
+                    scale: Some(0.7),
+                    mask: Some(p[3].clone()),
+                };
+                nn::scaled_dot_product_attention(&p[0], &p[1], &p[2], &o)
+            },
+        ),
+        case(
+            "upsample_nearest_2x",
+            vec![rand(&[1, 2, 3, 2], 99)],
+            &[0],
+            |_, p| nn::upsample_nearest_2x(&p[0]),
+        ),
+    ];
+    check("composite layers (through their primitives' rules)", cases);
+}
