@@ -552,3 +552,24 @@ fn non_plugin_and_missing_plugin_are_clean_errors() {
     assert!(err.contains("no such file"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn buffers_and_executables_outlive_their_client() {
+    let client = cpu_client(1).unwrap();
+    let program = r#"module @m {
+  func.func public @main(%arg0: tensor<2xf32>) -> tensor<2xf32> {
+    %0 = "stablehlo.negate"(%arg0) : (tensor<2xf32>) -> tensor<2xf32>
+    "func.return"(%0) : (tensor<2xf32>) -> ()
+  }
+}"#;
+    let exe = client
+        .compile(program, &CompileOptions::replicated(1))
+        .unwrap();
+    let input = client.buffer_from_host(&[1.5f32, -2.0], &[2], 0).unwrap();
+    // The plugin frees what a client made when the client goes; ours must keep it alive.
+    drop(client);
+    let out = exe.execute(&[vec![&input]]).unwrap();
+    drop(exe);
+    assert_eq!(out[0][0].to_vec::<f32>().unwrap(), vec![-1.5, 2.0]);
+    assert_eq!(input.to_vec::<f32>().unwrap(), vec![1.5, -2.0]);
+}

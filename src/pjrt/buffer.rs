@@ -4,7 +4,9 @@
 use half::{bf16, f16};
 use xla_graphs::DType;
 
-use super::client::Client;
+use std::sync::Arc;
+
+use super::client::{Client, ClientHandle};
 use super::error::{PjrtError, Result};
 use super::event::await_and_destroy;
 use super::ffi;
@@ -40,6 +42,7 @@ fn dtype_of(t: ffi::PJRT_Buffer_Type) -> Option<DType> {
 
 /// An array on one device. Dropping it frees the device memory.
 pub struct DeviceBuffer {
+    _client: Arc<ClientHandle>,
     plugin: &'static Plugin,
     pub(crate) raw: *mut ffi::PJRT_Buffer,
     dims: Vec<i64>,
@@ -100,6 +103,7 @@ impl Client {
         args.device = device;
         pjrt_call!(self.plugin, PJRT_Client_BufferFromHostBuffer, &mut args)?;
         let buffer = DeviceBuffer {
+            _client: self.handle.clone(),
             plugin: self.plugin,
             raw: args.buffer,
             dims: dims.to_vec(),
@@ -117,8 +121,13 @@ impl Client {
 
 impl DeviceBuffer {
     /// Wraps a buffer the plugin returned (an execution output), reading its shape and type.
-    pub(crate) fn from_raw(plugin: &'static Plugin, raw: *mut ffi::PJRT_Buffer) -> Result<Self> {
+    pub(crate) fn from_raw(
+        client: &Arc<ClientHandle>,
+        plugin: &'static Plugin,
+        raw: *mut ffi::PJRT_Buffer,
+    ) -> Result<Self> {
         let mut buffer = DeviceBuffer {
+            _client: client.clone(),
             plugin,
             raw,
             dims: Vec::new(),

@@ -1,6 +1,7 @@
 //! A PJRT client: created with named options, it knows its platform and addressable devices.
 
 use std::ffi::CString;
+use std::sync::Arc;
 
 use super::error::{PjrtError, Result};
 use super::ffi;
@@ -27,7 +28,28 @@ pub struct DeviceInfo {
     pub memory_bytes: Option<i64>,
 }
 
+/// Owns the plugin's client object. Buffers and executables hold an `Arc` of it, because the
+/// plugin frees everything a client made when the client goes: a buffer outliving its client
+/// would be a dangling pointer.
+pub(crate) struct ClientHandle {
+    plugin: &'static Plugin,
+    raw: *mut ffi::PJRT_Client,
+}
+
+unsafe impl Send for ClientHandle {}
+unsafe impl Sync for ClientHandle {}
+
+impl Drop for ClientHandle {
+    fn drop(&mut self) {
+        let mut args = ffi::PJRT_Client_Destroy_Args::new();
+        args.client = self.raw;
+        // Errors while tearing down cannot be acted on; they are not worth a panic.
+        let _ = pjrt_call!(self.plugin, PJRT_Client_Destroy, &mut args);
+    }
+}
+
 pub struct Client {
+    pub(crate) handle: Arc<ClientHandle>,
     pub(crate) plugin: &'static Plugin,
     pub(crate) raw: *mut ffi::PJRT_Client,
     pub(crate) devices: Vec<*mut ffi::PJRT_Device>,
@@ -92,7 +114,12 @@ impl Client {
         args.create_options = values.as_ptr();
         args.num_options = values.len();
         pjrt_call!(plugin, PJRT_Client_Create, &mut args)?;
+        let handle = Arc::new(ClientHandle {
+            plugin,
+            raw: args.client,
+        });
         let mut client = Client {
+            handle,
             plugin,
             raw: args.client,
             devices: Vec::new(),
@@ -189,14 +216,5 @@ impl Client {
 
     pub fn compile_cache(&self) -> Option<&super::cache::CompileCache> {
         self.cache.as_ref()
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let mut args = ffi::PJRT_Client_Destroy_Args::new();
-        args.client = self.raw;
-        // Errors while tearing down cannot be acted on; they are not worth a panic.
-        let _ = pjrt_call!(self.plugin, PJRT_Client_Destroy, &mut args);
     }
 }

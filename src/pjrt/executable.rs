@@ -2,7 +2,9 @@
 
 use super::buffer::DeviceBuffer;
 use super::cache::CacheOutcome;
-use super::client::Client;
+use std::sync::Arc;
+
+use super::client::{Client, ClientHandle};
 use super::compile_options::CompileOptions;
 use super::error::{PjrtError, Result};
 use super::event::await_and_destroy;
@@ -11,6 +13,7 @@ use super::plugin::{pjrt_call, Args, Plugin};
 
 /// A program compiled for a fixed set of devices.
 pub struct LoadedExecutable {
+    client: Arc<ClientHandle>,
     plugin: &'static Plugin,
     raw: *mut ffi::PJRT_LoadedExecutable,
     num_devices: usize,
@@ -58,7 +61,12 @@ impl Client {
         args.compile_options = encoded.as_ptr() as *const std::os::raw::c_char;
         args.compile_options_size = encoded.len();
         pjrt_call!(self.plugin, PJRT_Client_Compile, &mut args)?;
-        LoadedExecutable::wrap(self.plugin, args.executable, options.num_devices())
+        LoadedExecutable::wrap(
+            &self.handle,
+            self.plugin,
+            args.executable,
+            options.num_devices(),
+        )
     }
 
     /// Loads an executable made by `LoadedExecutable::serialize` with the same plugin build.
@@ -68,7 +76,12 @@ impl Client {
         args.serialized_executable = bytes.as_ptr() as *const std::os::raw::c_char;
         args.serialized_executable_size = bytes.len();
         pjrt_call!(self.plugin, PJRT_Executable_DeserializeAndLoad, &mut args)?;
-        LoadedExecutable::wrap(self.plugin, args.loaded_executable, num_devices)
+        LoadedExecutable::wrap(
+            &self.handle,
+            self.plugin,
+            args.loaded_executable,
+            num_devices,
+        )
     }
 }
 
@@ -90,11 +103,13 @@ fn with_executable<R>(
 
 impl LoadedExecutable {
     fn wrap(
+        client: &Arc<ClientHandle>,
         plugin: &'static Plugin,
         raw: *mut ffi::PJRT_LoadedExecutable,
         num_devices: usize,
     ) -> Result<Self> {
         let mut exe = LoadedExecutable {
+            client: client.clone(),
             plugin,
             raw,
             num_devices,
@@ -190,7 +205,7 @@ impl LoadedExecutable {
             .iter()
             .map(|l| {
                 l.iter()
-                    .map(|&raw| DeviceBuffer::from_raw(self.plugin, raw))
+                    .map(|&raw| DeviceBuffer::from_raw(&self.client, self.plugin, raw))
                     .collect()
             })
             .collect();
