@@ -288,7 +288,7 @@ fn gather_rows_and_general_windows() {
             },
         )
         .unwrap();
-    let got = run(&g, &[&rows, &windows], &[table.clone()]);
+    let got = run(&g, &[&rows, &windows], std::slice::from_ref(&table));
     let at = |r: i64, c: i64| table.data[(r * 3 + c) as usize];
     assert_eq!(got[0].dims, vec![2, 2, 3]);
     let want: Vec<f64> = [4, 0, 4, 2]

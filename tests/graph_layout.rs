@@ -139,7 +139,7 @@ fn reductions_and_iota() {
     let got = run(
         &g,
         &[&s, &m, &n, &all, &io, &iu, &imax, &imin],
-        &[a.clone()],
+        std::slice::from_ref(&a),
     );
     let at = |i: i64, j: i64, k: i64| a.data[(i * 20 + j * 5 + k) as usize];
     let want: Vec<f64> = (0..4)

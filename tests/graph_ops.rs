@@ -9,6 +9,10 @@ use xla_graphs::{ComparisonDirection as Dir, DType, Graph, Literal, Shape, Tenso
 
 const TOL: f64 = 1e-13;
 
+/// A binary op as a method of `Tensor`, for tables of cases.
+type BinaryBuilder = fn(&Tensor, &Tensor) -> xla_graphs::Result<Tensor>;
+type UnaryCase<'a> = (UnaryOp, &'a Array, fn(f64) -> f64);
+
 fn param(g: &Graph, a: &Array) -> Tensor {
     g.parameter("p", a.shape()).unwrap()
 }
@@ -27,7 +31,7 @@ fn erf(x: f64) -> f64 {
 fn unary_float_ops() {
     let x = rand(&[3, 5], 1);
     let pos = rand_pos(&[3, 5], 2);
-    let cases: Vec<(UnaryOp, &Array, fn(f64) -> f64)> = vec![
+    let cases: Vec<UnaryCase> = vec![
         (UnaryOp::Negate, &x, |v| -v),
         (UnaryOp::Exponential, &x, f64::exp),
         (UnaryOp::Log, &pos, f64::ln),
@@ -44,7 +48,7 @@ fn unary_float_ops() {
     for (op, input, f) in cases {
         let g = Graph::new();
         let y = param(&g, input).unary(op).unwrap();
-        let got = run(&g, &[&y], &[input.clone()]);
+        let got = run(&g, &[&y], std::slice::from_ref(input));
         let want: Vec<f64> = input.data.iter().map(|&v| f(v)).collect();
         assert_close(op.name(), &got[0], &want, TOL);
     }
@@ -61,13 +65,7 @@ fn binary_float_ops() {
     let b = rand(&[4, 3], 4);
     let pos = rand_pos(&[4, 3], 5);
     type F = fn(f64, f64) -> f64;
-    let cases: Vec<(
-        &str,
-        fn(&Tensor, &Tensor) -> xla_graphs::Result<Tensor>,
-        &Array,
-        &Array,
-        F,
-    )> = vec![
+    let cases: Vec<(&str, BinaryBuilder, &Array, &Array, F)> = vec![
         ("add", Tensor::add, &a, &b, |x, y| x + y),
         ("subtract", Tensor::subtract, &a, &b, |x, y| x - y),
         ("multiply", Tensor::multiply, &a, &b, |x, y| x * y),
@@ -104,12 +102,7 @@ fn u32_integer_and_bitwise_ops() {
     let shifts: Vec<u32> = (0..16).map(|i| (i * 5 % 33) as u32).collect();
     let arr = |v: &[u32]| Array::new(DType::U32, &[4, 4], v.iter().map(|&x| x as f64).collect());
     type F = fn(u32, u32) -> u32;
-    let cases: Vec<(
-        &str,
-        fn(&Tensor, &Tensor) -> xla_graphs::Result<Tensor>,
-        &[u32],
-        F,
-    )> = vec![
+    let cases: Vec<(&str, BinaryBuilder, &[u32], F)> = vec![
         ("add", Tensor::add, &b, u32::wrapping_add),
         ("subtract", Tensor::subtract, &b, u32::wrapping_sub),
         ("multiply", Tensor::multiply, &b, u32::wrapping_mul),
@@ -348,7 +341,7 @@ fn converts() {
         .unwrap()
         .convert(DType::F32)
         .unwrap();
-    let got = run(&g, &[&f32, &bf, &i, &u, &p], &[a.clone()]);
+    let got = run(&g, &[&f32, &bf, &i, &u, &p], std::slice::from_ref(&a));
     assert_close(
         "f64->f32",
         &got[0],

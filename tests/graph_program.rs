@@ -4,7 +4,10 @@
 mod common;
 
 use common::*;
-use xla_graphs::{ArgAttrs, DType, Graph, ModuleOptions, Shape};
+use xla_graphs::{
+    ArgAttrs, ConvDimensionNumbers, Convolution, DType, DotDimensionNumbers, DotGeneral, Graph,
+    ModuleOptions, Precision, Shape,
+};
 
 #[test]
 fn all_reduce_sums_over_replicas_and_replica_id_tells_them_apart() {
@@ -93,4 +96,60 @@ fn donated_and_sharded_arguments_compile_and_run() {
     let d = Array::new(DType::F32, &[4], vec![0.5; 4]);
     let got = execute(&exe, &[vec![s, d]]).remove(0);
     assert_eq!(got[0].data, vec![1.5, 2.5, 3.5, 4.5]);
+}
+
+#[test]
+fn precision_config_and_hwio_convolution_run() {
+    let g = Graph::new();
+    let a = g.parameter("a", Shape::new(DType::F32, &[2, 3])).unwrap();
+    let attrs = DotGeneral {
+        dims: DotDimensionNumbers::matmul(0),
+        precision: Precision::Highest,
+        ..Default::default()
+    };
+    let d = a
+        .dot_general_with(&a.transpose(&[1, 0]).unwrap(), attrs)
+        .unwrap();
+    let img = g
+        .parameter("img", Shape::new(DType::F32, &[1, 4, 3, 3]))
+        .unwrap();
+    let k = g
+        .parameter("k", Shape::new(DType::F32, &[1, 1, 2, 2]))
+        .unwrap();
+    // Input NCHW, kernel HWIO, output NHWC: every operand in its own layout.
+    let dims = ConvDimensionNumbers {
+        input_batch_dimension: 0,
+        input_feature_dimension: 1,
+        input_spatial_dimensions: vec![2, 3],
+        kernel_input_feature_dimension: 2,
+        kernel_output_feature_dimension: 3,
+        kernel_spatial_dimensions: vec![0, 1],
+        output_batch_dimension: 0,
+        output_feature_dimension: 3,
+        output_spatial_dimensions: vec![1, 2],
+    };
+    let conv = Convolution {
+        feature_group_count: 2,
+        precision: Precision::Highest,
+        ..Convolution::new(dims)
+    };
+    let c = img.convolution(&k, conv).unwrap();
+    let av = Array::new(DType::F32, &[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let iv = Array::new(
+        DType::F32,
+        &[1, 4, 3, 3],
+        (0..36).map(|v| v as f64).collect(),
+    );
+    let kv = Array::new(DType::F32, &[1, 1, 2, 2], vec![1.0, 10.0, 100.0, 1000.0]);
+    let got = run(&g, &[&d, &c], &[av, iv, kv]);
+    assert_eq!(got[0].data, vec![14.0, 32.0, 32.0, 77.0]);
+    // 1x1 kernel, groups of 2 channels: out[o] = sum over the group's channels of k[i, o] x.
+    assert_eq!(got[1].dims, vec![1, 3, 3, 2]);
+    let want: Vec<f64> = (0..9)
+        .flat_map(|p| {
+            let x = |c: usize| (c * 9 + p) as f64;
+            [x(0) + 100.0 * x(1), 1000.0 * x(3) + 10.0 * x(2)]
+        })
+        .collect();
+    assert_eq!(got[1].data, want);
 }

@@ -4,45 +4,12 @@
 
 mod common;
 
+use common::fd::{case, check};
 use common::*;
 use xla_graphs::{
-    nn, ComparisonDirection as Dir, ConvDimensionNumbers, Convolution, DType, DotDimensionNumbers,
-    Gather, GatherDimensionNumbers, Graph, Result, Scatter, ScatterDimensionNumbers, Tensor,
-    UnaryOp,
+    ComparisonDirection as Dir, ConvDimensionNumbers, Convolution, DType, DotDimensionNumbers,
+    Gather, GatherDimensionNumbers, Scatter, ScatterDimensionNumbers, UnaryOp,
 };
-
-const TOL: f64 = 1e-6;
-
-type Build = Box<dyn Fn(&Graph, &[Tensor]) -> Result<Tensor>>;
-
-struct Case {
-    name: &'static str,
-    inputs: Vec<Array>,
-    wrt: Vec<usize>,
-    build: Build,
-}
-
-fn case(
-    name: &'static str,
-    inputs: Vec<Array>,
-    wrt: &[usize],
-    build: impl Fn(&Graph, &[Tensor]) -> Result<Tensor> + 'static,
-) -> Case {
-    Case {
-        name,
-        inputs,
-        wrt: wrt.to_vec(),
-        build: Box::new(build),
-    }
-}
-
-fn check(title: &str, cases: Vec<Case>) {
-    let rows: Vec<(&str, f64)> = cases
-        .iter()
-        .map(|c| (c.name, fd_check(&c.inputs, &c.wrt, &c.build)))
-        .collect();
-    report(title, &rows, TOL);
-}
 
 fn shifted(a: Array, by: f64, scale: f64) -> Array {
     Array::f64(&a.dims, a.data.iter().map(|v| by + scale * v).collect())
@@ -341,95 +308,4 @@ fn contraction_and_indexing_rules() {
         ),
     ];
     check("contraction and indexing VJP rules", cases);
-}
-
-#[test]
-fn composite_layers() {
-    let x = || rand(&[2, 3, 5], 81);
-    let opts = nn::Conv2dOptions {
-        stride: [2, 1],
-        padding: [1, 1],
-        dilation: [1, 1],
-        groups: 2,
-    };
-    let cases = vec![
-        case("softmax", vec![x()], &[0], |_, p| nn::softmax(&p[0], 2)),
-        case(
-            "layer_norm (x, weight, bias)",
-            vec![x(), rand(&[5], 82), rand(&[5], 83)],
-            &[0, 1, 2],
-            |_, p| nn::layer_norm(&p[0], Some(&p[1]), Some(&p[2]), 1e-5),
-        ),
-        case(
-            "group_norm (x, weight, bias)",
-            vec![rand(&[2, 4, 3, 2], 84), rand(&[4], 85), rand(&[4], 86)],
-            &[0, 1, 2],
-            |_, p| nn::group_norm(&p[0], 2, Some(&p[1]), Some(&p[2]), 1e-5),
-        ),
-        case("gelu (erf)", vec![x()], &[0], |_, p| nn::gelu(&p[0])),
-        case("gelu (tanh)", vec![x()], &[0], |_, p| nn::gelu_tanh(&p[0])),
-        case("quick_gelu", vec![x()], &[0], |_, p| nn::quick_gelu(&p[0])),
-        case("silu", vec![x()], &[0], |_, p| nn::silu(&p[0])),
-        case("mean, variance", vec![x()], &[0], |_, p| {
-            nn::variance(&p[0], &[0, 2])?.multiply(&nn::mean(&p[0], &[0, 2])?)
-        }),
-        case(
-            "linear (x, weight, bias)",
-            vec![x(), rand(&[4, 5], 87), rand(&[4], 88)],
-            &[0, 1, 2],
-            |_, p| nn::linear(&p[0], &p[1], Some(&p[2])),
-        ),
-        case(
-            "conv2d (stride 2, groups 2, bias)",
-            vec![
-                rand(&[1, 4, 5, 4], 89),
-                rand(&[4, 2, 3, 3], 90),
-                rand(&[4], 91),
-            ],
-            &[0, 1, 2],
-            move |_, p| nn::conv2d(&p[0], &p[1], Some(&p[2]), opts),
-        ),
-        case(
-            "attention (q, k, v)",
-            vec![
-                rand(&[2, 3, 4], 92),
-                rand(&[2, 5, 4], 93),
-                rand(&[2, 5, 3], 94),
-            ],
-            &[0, 1, 2],
-            |_, p| {
-                nn::scaled_dot_product_attention(
-                    &p[0],
-                    &p[1],
-                    &p[2],
-                    &nn::AttentionOptions::default(),
-                )
-            },
-        ),
-        case(
-            "attention (causal, additive mask)",
-            vec![
-                rand(&[2, 4, 4], 95),
-                rand(&[2, 4, 4], 96),
-                rand(&[2, 4, 3], 97),
-                rand(&[4, 4], 98),
-            ],
-            &[0, 1, 2, 3],
-            |_, p| {
-                let o = nn::AttentionOptions {
-                    causal: true,
-                    scale: Some(0.7),
-                    mask: Some(p[3].clone()),
-                };
-                nn::scaled_dot_product_attention(&p[0], &p[1], &p[2], &o)
-            },
-        ),
-        case(
-            "upsample_nearest_2x",
-            vec![rand(&[1, 2, 3, 2], 99)],
-            &[0],
-            |_, p| nn::upsample_nearest_2x(&p[0]),
-        ),
-    ];
-    check("composite layers (through their primitives' rules)", cases);
 }
