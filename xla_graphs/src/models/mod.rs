@@ -2,5 +2,7 @@
 
 pub mod clip;
 pub mod config_value;
+pub mod modules;
+pub mod params;
 pub mod unet;
 pub mod vae;

@@ -1,5 +1,9 @@
-//! The CLIP text encoder (`CLIPTextModel`).
+//! The CLIP text encoder (`CLIPTextModel`): config, embeddings, encoder layers and the model.
 
 pub mod config;
+pub mod embeddings;
+pub mod encoder;
+pub mod text_model;
 
 pub use config::CLIPTextConfig;
+pub use text_model::CLIPTextModel;

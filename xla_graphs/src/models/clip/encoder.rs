@@ -1,0 +1,105 @@
+//! `CLIPEncoder`: pre-norm transformer layers (`CLIPEncoderLayer`) of causal multi-head
+//! self-attention (`CLIPAttention`) and an MLP (`CLIPMLP`), as transformers defines them.
+
+use crate::models::modules::{layer_norm, linear, Activation};
+use crate::models::params::Params;
+use crate::{
+    nn, ComparisonDirection, DType, DotDimensionNumbers, DotGeneral, Result, Shape, Tensor,
+};
+
+/// The sizes every layer shares.
+#[derive(Clone, Copy, Debug)]
+pub struct EncoderDims {
+    pub hidden: i64,
+    pub heads: i64,
+    pub intermediate: i64,
+    pub layer_norm_eps: f64,
+    pub activation: Activation,
+}
+
+/// `CLIPEncoder` at `p` (`text_model.encoder`): `[B, L, D] -> [B, L, D]` through `layers`
+/// layers; each layer's output is tapped as `<prefix>.layers.<i>`.
+pub fn clip_encoder(p: &Params, x: &Tensor, layers: usize, d: &EncoderDims) -> Result<Tensor> {
+    let mut h = x.clone();
+    for i in 0..layers {
+        h = p.scope(format!("layers.{i}"), |p| {
+            let out = clip_encoder_layer(p, &h, d)?;
+            p.tap(&out);
+            Ok::<_, crate::GraphError>(out)
+        })?;
+    }
+    Ok(h)
+}
+
+/// `x + attn(ln1(x))`, then `+ mlp(ln2(.))`.
+pub fn clip_encoder_layer(p: &Params, x: &Tensor, d: &EncoderDims) -> Result<Tensor> {
+    let eps = d.layer_norm_eps;
+    let n = layer_norm(p, "layer_norm1", x, eps)?;
+    let h = x.add(&p.scope("self_attn", |p| clip_attention(p, &n, d))?)?;
+    let n = layer_norm(p, "layer_norm2", &h, eps)?;
+    let m = p.scope("mlp", |p| {
+        let f = linear(p, "fc1", &n, d.hidden, d.intermediate, true)?;
+        linear(
+            p,
+            "fc2",
+            &d.activation.apply(&f)?,
+            d.intermediate,
+            d.hidden,
+            true,
+        )
+    })?;
+    h.add(&m)
+}
+
+/// Causal multi-head self-attention with q/k/v/out projections, at `p` (`...self_attn`).
+/// Scores and softmax run in f32 whatever the compute dtype.
+pub fn clip_attention(p: &Params, x: &Tensor, d: &EncoderDims) -> Result<Tensor> {
+    let dims = x.dims();
+    let (b, l, hidden) = (dims[0], dims[1], d.hidden);
+    let head_dim = hidden / d.heads;
+    let split =
+        |name: &str| linear(p, name, x, hidden, hidden, true)?.reshape(&[b, l, d.heads, head_dim]);
+    let (q, k, v) = (split("q_proj")?, split("k_proj")?, split("v_proj")?);
+    let dtype = x.dtype();
+    // [B, Lq, H, hd] x [B, Lk, H, hd] -> [B, H, Lq, Lk], batching over B and H in place, so
+    // no transposes are traced.
+    let qk = DotGeneral {
+        dims: DotDimensionNumbers {
+            lhs_batching_dimensions: vec![0, 2],
+            rhs_batching_dimensions: vec![0, 2],
+            lhs_contracting_dimensions: vec![3],
+            rhs_contracting_dimensions: vec![3],
+        },
+        result_dtype: (dtype != DType::F32).then_some(DType::F32),
+        ..DotGeneral::default()
+    };
+    let scores = q
+        .dot_general_with(&k, qk)?
+        .mul_scalar(1.0 / (head_dim as f64).sqrt())?;
+    let sd = scores.dims();
+    let g = p.graph();
+    let rows = g.iota(Shape::new(DType::I32, &sd), 2)?;
+    let cols = g.iota(Shape::new(DType::I32, &sd), 3)?;
+    let visible = cols.compare(&rows, ComparisonDirection::Le)?;
+    // transformers fills masked scores with finfo(f32).min: finite, so a fully masked row
+    // would still be defined (a causal row never is).
+    let scores = visible.select(&scores, &scores.full_like(f32::MIN as f64)?)?;
+    let probs = nn::softmax(&scores, 3)?;
+    let probs = if dtype == DType::F32 {
+        probs
+    } else {
+        probs.convert(dtype)?
+    };
+    // [B, H, Lq, Lk] x [B, Lk, H, hd] -> [B, H, Lq, hd]
+    let pv = DotDimensionNumbers {
+        lhs_batching_dimensions: vec![0, 1],
+        rhs_batching_dimensions: vec![0, 2],
+        lhs_contracting_dimensions: vec![3],
+        rhs_contracting_dimensions: vec![1],
+    };
+    let out = probs
+        .dot_general(&v, pv)?
+        .transpose(&[0, 2, 1, 3])?
+        .reshape(&[b, l, hidden])?;
+    linear(p, "out_proj", &out, hidden, hidden, true)
+}
