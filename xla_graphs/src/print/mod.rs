@@ -164,7 +164,22 @@ impl<'g> Printer<'g> {
         opt: &ModuleOptions,
         out: &mut String,
     ) -> fmt::Result {
-        write!(out, "module @{}", opt.name)?;
+        out.push_str("module @");
+        // Symbol names outside MLIR's bare-identifier alphabet must be quoted.
+        let bare = opt
+            .name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && opt
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_$.".contains(c));
+        if bare {
+            out.push_str(&opt.name);
+        } else {
+            write_quoted(out, &opt.name)?;
+        }
         if opt.num_replicas.is_some() || opt.num_partitions.is_some() {
             out.push_str(" attributes {");
             let mut sep = "";
