@@ -4,8 +4,10 @@
 pub mod cli;
 pub mod device;
 pub mod model_folder;
+pub mod model_weights;
 pub mod pjrt;
 pub mod rng;
+pub mod tensor_file;
 #[doc(hidden)]
 pub mod testing;
 pub mod tokenizer;

@@ -1,6 +1,7 @@
 //! The `ti-xla` command line: one file per subcommand.
 
 mod devices;
+mod forward;
 
 use clap::{Parser, Subcommand};
 
@@ -19,11 +20,15 @@ pub struct Cli {
 pub enum Command {
     /// List the devices a PJRT plugin exposes.
     Devices(devices::DevicesArgs),
+    /// Run one model component (text_encoder, unet, vae_encoder, vae_decoder) on tensors
+    /// from a safetensors file and write its outputs to another.
+    Forward(forward::ForwardArgs),
 }
 
 /// Runs the parsed command line; errors are printed as one line by `main`.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Devices(args) => devices::run(&args),
+        Command::Forward(args) => forward::run(&args),
     }
 }

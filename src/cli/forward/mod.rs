@@ -1,0 +1,175 @@
+//! `ti-xla forward`: runs one model component on tensors from a safetensors file and writes
+//! its outputs to another, for checking the traced models against diffusers. Each component
+//! prepares a program, its declared arguments and its host inputs (one file per component);
+//! compiling, feeding weights, running and writing are shared.
+
+mod text_encoder;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use xla_graphs::models::params::ParamSpec;
+use xla_graphs::DType;
+
+use crate::device::{open_client, DeviceArgs};
+use crate::model_folder::ModelFolder;
+use crate::model_weights::DeviceWeights;
+use crate::pjrt::CompileOptions;
+use crate::tensor_file::{write_f32_atomic, F32Tensor, TensorFile};
+use crate::weights::{component_files, WeightFiles};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Component {
+    /// `input_ids` [B, L] -> `last_hidden_state` [B, L, D].
+    #[value(name = "text_encoder")]
+    TextEncoder,
+    /// `sample`, `timestep`, `encoder_hidden_states` -> `sample`.
+    #[value(name = "unet")]
+    Unet,
+    /// `pixel_values` -> `mean`, `logvar`.
+    #[value(name = "vae_encoder")]
+    VaeEncoder,
+    /// `latents` -> `sample`.
+    #[value(name = "vae_decoder")]
+    VaeDecoder,
+}
+
+impl Component {
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::TextEncoder => "text_encoder",
+            Component::Unet => "unet",
+            Component::VaeEncoder => "vae_encoder",
+            Component::VaeDecoder => "vae_decoder",
+        }
+    }
+}
+
+/// The dtype weights and activations are computed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ComputeDType {
+    F32,
+    Bf16,
+}
+
+impl ComputeDType {
+    pub fn dtype(self) -> DType {
+        match self {
+            ComputeDType::F32 => DType::F32,
+            ComputeDType::Bf16 => DType::BF16,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ForwardArgs {
+    /// A diffusers model folder, or a Hub repo id in the local Hugging Face cache.
+    #[arg(long)]
+    pub model: String,
+    /// Hub revision (branch, tag or commit) when --model is a repo id.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Weight file variant, e.g. fp16 for `model.fp16.safetensors`.
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// Which component to run.
+    #[arg(long, value_enum)]
+    pub component: Component,
+    /// safetensors file with the component's inputs.
+    #[arg(long)]
+    pub inputs: PathBuf,
+    /// Where to write the outputs (float32 safetensors; replaced atomically).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Compute dtype.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: ComputeDType,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// A host array for one input argument of a program.
+pub(crate) struct HostInput {
+    pub dtype: DType,
+    pub dims: Vec<i64>,
+    pub bytes: Vec<u8>,
+}
+
+/// What a component hands to the shared runner.
+pub(crate) struct Prepared {
+    /// StableHLO text; every output is f32.
+    pub program: String,
+    /// Every argument of the program, as the component's `Params` declared them.
+    pub specs: Vec<ParamSpec>,
+    /// Host values of the non-weight arguments, in argument order.
+    pub inputs: Vec<HostInput>,
+    /// Output names, in program output order.
+    pub outputs: Vec<String>,
+    /// The component folder and weight file stem (`text_encoder`, `model`).
+    pub weights: (&'static str, &'static str),
+}
+
+pub fn run(args: &ForwardArgs) -> Result<()> {
+    let folder = ModelFolder::open(
+        &args.model,
+        args.revision.as_deref(),
+        args.variant.as_deref(),
+    )?;
+    let inputs = TensorFile::open(&args.inputs)?;
+    let dtype = args.dtype.dtype();
+    let prepared = match args.component {
+        Component::TextEncoder => text_encoder::prepare(&folder, &inputs, dtype)?,
+        other => bail!("component {} is not implemented yet", other.name()),
+    };
+    let outputs = execute(&folder, &args.device, args.component, &prepared)?;
+    write_f32_atomic(&args.output, &outputs, None)
+        .with_context(|| format!("cannot write the outputs to {}", args.output.display()))
+}
+
+/// Compiles for one device, uploads weights and inputs, runs once, reads every output.
+fn execute(
+    folder: &ModelFolder,
+    device: &DeviceArgs,
+    component: Component,
+    prepared: &Prepared,
+) -> Result<Vec<F32Tensor>> {
+    let (dir, stem) = prepared.weights;
+    let files = WeightFiles::open(&component_files(
+        &folder.component(dir),
+        stem,
+        folder.variant.as_deref(),
+    )?)?;
+    let client = open_client(device)?;
+    let exe = client
+        .compile(&prepared.program, &CompileOptions::replicated(1))
+        .with_context(|| format!("cannot compile the {} program", component.name()))?;
+    let weights = DeviceWeights::upload(&client, &files, &prepared.specs, 1, component.name())?;
+    let inputs = prepared
+        .inputs
+        .iter()
+        .map(|h| client.buffer_from_bytes(&h.bytes, h.dtype, &h.dims, 0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let args = weights.arguments(&[inputs.iter().collect()])?;
+    let mut results = exe.execute(&args)?;
+    let results = results.pop().context("the program returned no outputs")?;
+    if results.len() != prepared.outputs.len() {
+        bail!(
+            "the {} program returned {} outputs, expected {}",
+            component.name(),
+            results.len(),
+            prepared.outputs.len()
+        );
+    }
+    prepared
+        .outputs
+        .iter()
+        .zip(results)
+        .map(|(name, buffer)| {
+            Ok(F32Tensor {
+                name: name.clone(),
+                shape: buffer.dims().iter().map(|&d| d as usize).collect(),
+                values: buffer.to_vec::<f32>()?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,119 @@
+//! Feeding a traced model its weights: check the checkpoint against the weights the model
+//! declared through `xla_graphs::models::params::Params`, upload each tensor (converted to
+//! its declared dtype) once per device, and lay out each device's argument list with the
+//! run-time inputs in the remaining places. UNet and VAE programs use it as the text encoder
+//! does.
+
+use anyhow::{bail, Result};
+use xla_graphs::models::params::{ParamKind, ParamSpec};
+
+use crate::pjrt::{Client, DeviceBuffer};
+use crate::weights::{WeightFiles, WeightSpec};
+
+/// The checkpoint names and shapes of the weights among `specs`, for `WeightFiles::check`.
+pub fn weight_specs(specs: &[ParamSpec]) -> Vec<WeightSpec> {
+    specs
+        .iter()
+        .filter(|s| s.kind == ParamKind::Weight)
+        .map(|s| WeightSpec {
+            name: s.name.clone(),
+            shape: s.shape.dims.iter().map(|&d| d as usize).collect(),
+        })
+        .collect()
+}
+
+/// A model's weights on each of the first N devices of a client (replicated), with the argument
+/// position of each.
+pub struct DeviceWeights {
+    /// Argument index of each weight, ascending.
+    indices: Vec<usize>,
+    /// `buffers[device][i]` holds the weight at `indices[i]`.
+    buffers: Vec<Vec<DeviceBuffer>>,
+}
+
+impl DeviceWeights {
+    /// Checks `files` against the weights in `specs` (named `what` in errors: "text_encoder"),
+    /// then copies every weight to devices `0..devices`, reading and converting each once.
+    pub fn upload(
+        client: &Client,
+        files: &WeightFiles,
+        specs: &[ParamSpec],
+        devices: usize,
+        what: &str,
+    ) -> Result<DeviceWeights> {
+        files.check(&weight_specs(specs), what)?;
+        let mut weights: Vec<&ParamSpec> = specs
+            .iter()
+            .filter(|s| s.kind == ParamKind::Weight)
+            .collect();
+        weights.sort_by_key(|s| s.index);
+        let mut buffers: Vec<Vec<DeviceBuffer>> = (0..devices)
+            .map(|_| Vec::with_capacity(weights.len()))
+            .collect();
+        for spec in &weights {
+            let bytes = files.read_as(&spec.name, spec.shape.dtype)?;
+            for (device, list) in buffers.iter_mut().enumerate() {
+                list.push(client.buffer_from_bytes(
+                    &bytes,
+                    spec.shape.dtype,
+                    &spec.shape.dims,
+                    device,
+                )?);
+            }
+        }
+        Ok(DeviceWeights {
+            indices: weights.iter().map(|s| s.index).collect(),
+            buffers,
+        })
+    }
+
+    pub fn num_devices(&self) -> usize {
+        self.buffers.len()
+    }
+
+    pub fn num_weights(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// Every device's full argument list: the weights at their indices and `inputs[d]` (every
+    /// argument that is not a weight, in argument order) in the places left.
+    pub fn arguments<'a>(
+        &'a self,
+        inputs: &[Vec<&'a DeviceBuffer>],
+    ) -> Result<Vec<Vec<&'a DeviceBuffer>>> {
+        if inputs.len() != self.buffers.len() {
+            bail!(
+                "{} input list(s) for weights on {} device(s)",
+                inputs.len(),
+                self.buffers.len()
+            );
+        }
+        inputs
+            .iter()
+            .zip(&self.buffers)
+            .map(|(ins, ws)| {
+                let total = ins.len() + ws.len();
+                if self.indices.last().is_some_and(|&i| i >= total) {
+                    bail!(
+                        "the program has weights beyond its {total} arguments: are all its inputs given?"
+                    );
+                }
+                let mut ins = ins.iter();
+                let mut ws = self.indices.iter().zip(ws).peekable();
+                (0..total)
+                    .map(|slot| match ws.peek() {
+                        Some((&i, w)) if i == slot => {
+                            let w: &'a DeviceBuffer = w;
+                            ws.next();
+                            Ok(w)
+                        }
+                        _ => ins
+                            .next()
+                            .copied()
+                            .ok_or_else(|| anyhow::anyhow!("too few inputs for the program")),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
