@@ -55,6 +55,19 @@ fn elementwise_rules() {
         case("stablehlo.multiply", vec![x(), y()], &[0, 1], |_, p| {
             p[0].multiply(&p[1])
         }),
+        // One side only: the other side's cotangent is never built.
+        case(
+            "stablehlo.multiply (lhs only)",
+            vec![x(), y()],
+            &[0],
+            |_, p| p[0].multiply(&p[1]),
+        ),
+        case(
+            "stablehlo.power (exponent only)",
+            vec![pos(), y()],
+            &[1],
+            |_, p| p[0].power(&p[1]),
+        ),
         case("stablehlo.divide", vec![x(), pos()], &[0, 1], |_, p| {
             p[0].divide(&p[1])
         }),

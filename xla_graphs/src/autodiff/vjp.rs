@@ -64,34 +64,52 @@ fn unary(u: UnaryOp, ct: &Tensor, x: &Tensor, y: &Tensor) -> Result<Option<Tenso
     Ok(Some(d))
 }
 
-fn binary(b: BinaryOp, ct: &Tensor, x: &[Tensor], y: &Tensor) -> Result<Cts> {
+/// Builds a cotangent only for an operand that needs one: a weight's side of a product is
+/// never traced.
+fn when(need: bool, f: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+    if need {
+        f().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+fn binary(b: BinaryOp, ct: &Tensor, x: &[Tensor], y: &Tensor, needs: &[bool]) -> Result<Cts> {
     let (l, r) = (&x[0], &x[1]);
+    let (nl, nr) = (needs[0], needs[1]);
     Ok(match b {
         BinaryOp::Add => vec![Some(ct.clone()), Some(ct.clone())],
-        BinaryOp::Subtract => vec![Some(ct.clone()), Some(ct.negate()?)],
-        BinaryOp::Multiply => vec![Some(ct.multiply(r)?), Some(ct.multiply(l)?)],
+        BinaryOp::Subtract => vec![Some(ct.clone()), when(nr, || ct.negate())?],
+        BinaryOp::Multiply => vec![when(nl, || ct.multiply(r))?, when(nr, || ct.multiply(l))?],
         BinaryOp::Divide => vec![
-            Some(ct.divide(r)?),
-            Some(ct.multiply(y)?.divide(r)?.negate()?),
+            when(nl, || ct.divide(r))?,
+            when(nr, || ct.multiply(y)?.divide(r)?.negate())?,
         ],
         BinaryOp::Remainder => {
             // l = trunc(l / r) * r + rem, so d rem / d r = -trunc(l / r).
-            let q = l.divide(r)?;
-            let trunc = q.abs()?.floor()?.multiply(&q.sign()?)?;
-            vec![Some(ct.clone()), Some(ct.multiply(&trunc)?.negate()?)]
+            let dr = when(nr, || {
+                let q = l.divide(r)?;
+                let trunc = q.abs()?.floor()?.multiply(&q.sign()?)?;
+                ct.multiply(&trunc)?.negate()
+            })?;
+            vec![Some(ct.clone()), dr]
         }
         BinaryOp::Maximum => minmax(ct, l, r, ComparisonDirection::Gt)?,
         BinaryOp::Minimum => minmax(ct, l, r, ComparisonDirection::Lt)?,
         BinaryOp::Power => {
             // Zero exponents and zero bases get the limits JAX uses instead of 0 * inf.
-            let zero = r.zeros_like()?;
-            let r_is_zero = r.compare(&zero, ComparisonDirection::Eq)?;
-            let dl = r.multiply(&l.power(&r.add_scalar(-1.0)?)?)?;
-            let dl = r_is_zero.select(&zero, &dl)?;
-            let l_is_zero = l.compare(&l.zeros_like()?, ComparisonDirection::Eq)?;
-            let safe_l = l_is_zero.select(&l.full_like(1.0)?, l)?;
-            let dr = safe_l.log()?.multiply(y)?;
-            vec![Some(ct.multiply(&dl)?), Some(ct.multiply(&dr)?)]
+            let dl = when(nl, || {
+                let zero = r.zeros_like()?;
+                let r_is_zero = r.compare(&zero, ComparisonDirection::Eq)?;
+                let slope = r.multiply(&l.power(&r.add_scalar(-1.0)?)?)?;
+                ct.multiply(&r_is_zero.select(&zero, &slope)?)
+            })?;
+            let dr = when(nr, || {
+                let l_is_zero = l.compare(&l.zeros_like()?, ComparisonDirection::Eq)?;
+                let safe_l = l_is_zero.select(&l.full_like(1.0)?, l)?;
+                ct.multiply(&safe_l.log()?.multiply(y)?)
+            })?;
+            vec![dl, dr]
         }
         BinaryOp::And
         | BinaryOp::Or
@@ -123,7 +141,7 @@ pub(super) fn vjp(
     Ok(match op {
         Op::Parameter { .. } | Op::Constant(_) | Op::Iota { .. } | Op::ReplicaId => Vec::new(),
         Op::Unary(u) => vec![unary(*u, &ct, &x[0], y0)?],
-        Op::Binary(b) => binary(*b, &ct, x, y0)?,
+        Op::Binary(b) => binary(*b, &ct, x, y0, needs)?,
         Op::Compare { .. } => vec![None, None],
         Op::Select => vec![
             None,
