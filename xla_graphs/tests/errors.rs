@@ -127,7 +127,10 @@ fn misuse_of_graphs_and_autodiff_is_an_error() {
         x.add(&y),
         Err(GraphError::ForeignTensor { index: 1, .. })
     ));
-    assert!(value_and_grad(&x, std::slice::from_ref(&x)).is_err(), "non-scalar loss");
+    assert!(
+        value_and_grad(&x, std::slice::from_ref(&x)).is_err(),
+        "non-scalar loss"
+    );
     let n = g.parameter("n", Shape::scalar(DType::I32)).unwrap();
     let loss = x.sum_all().unwrap();
     assert!(value_and_grad(&loss, &[n]).is_err(), "integer wrt");
