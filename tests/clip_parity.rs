@@ -148,15 +148,21 @@ fn forward_command_writes_the_last_hidden_state() {
     for model in ["tiny-sd1", "tiny-sd2"] {
         let refs_path = fixture(model).join("reference/text_encoder.safetensors");
         let out = scratch(&format!("{model}-text_encoder.safetensors"));
-        let run = forward(model, &refs_path, &out, &[]);
+        let run = forward(model, &refs_path, &out, &["--debug"]);
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(run.status.success(), "{model}: {stderr}");
         let written = TensorFile::open(&out).unwrap();
-        let (shape, ours) = ref_floats(&written, "last_hidden_state");
-        let (ref_shape, expected) = ref_floats(&reference(model), "last_hidden_state");
-        assert_eq!(shape, ref_shape);
-        let (_, rel) = compare(&format!("{model} forward"), &ours, &expected);
-        assert!(rel <= TOLERANCE, "{model}: rel error {rel:.3e}");
+        for name in [
+            "last_hidden_state",
+            "debug.embeddings",
+            "debug.encoder.layers.0",
+        ] {
+            let (shape, ours) = ref_floats(&written, name);
+            let (ref_shape, expected) = ref_floats(&reference(model), name);
+            assert_eq!(shape, ref_shape, "{name}");
+            let (_, rel) = compare(&format!("{model} forward {name}"), &ours, &expected);
+            assert!(rel <= TOLERANCE, "{model} {name}: rel error {rel:.3e}");
+        }
     }
 }
 

@@ -8,8 +8,8 @@ mod text_encoder;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use xla_graphs::models::params::ParamSpec;
-use xla_graphs::DType;
+use xla_graphs::models::params::{ParamSpec, Params};
+use xla_graphs::{DType, Tensor};
 
 use crate::device::{open_client, DeviceArgs};
 use crate::model_folder::ModelFolder;
@@ -84,6 +84,10 @@ pub struct ForwardArgs {
     /// Compute dtype.
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: ComputeDType,
+    /// Also write intermediate activations as `debug.<module path>`, named as in the
+    /// reference files of tests/fixtures (e.g. `debug.encoder.layers.0`).
+    #[arg(long)]
+    pub debug: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -109,6 +113,34 @@ pub(crate) struct Prepared {
     pub weights: (&'static str, &'static str),
 }
 
+impl Prepared {
+    /// Prints the program computing `outputs` (converted to f32) from the arguments `p`
+    /// declared; `inputs` feed p's inputs in order.
+    pub fn new(
+        p: &Params,
+        outputs: Vec<(String, Tensor)>,
+        inputs: Vec<HostInput>,
+        weights: (&'static str, &'static str),
+    ) -> Result<Prepared> {
+        let tensors = outputs
+            .iter()
+            .map(|(_, t)| match t.dtype() {
+                DType::F32 => Ok(t.clone()),
+                _ => t.convert(DType::F32),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Prepared {
+            program: p
+                .graph()
+                .to_stablehlo(&tensors.iter().collect::<Vec<_>>())?,
+            specs: p.specs(),
+            inputs,
+            outputs: outputs.into_iter().map(|(name, _)| name).collect(),
+            weights,
+        })
+    }
+}
+
 pub fn run(args: &ForwardArgs) -> Result<()> {
     let folder = ModelFolder::open(
         &args.model,
@@ -118,7 +150,7 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
     let inputs = TensorFile::open(&args.inputs)?;
     let dtype = args.dtype.dtype();
     let prepared = match args.component {
-        Component::TextEncoder => text_encoder::prepare(&folder, &inputs, dtype)?,
+        Component::TextEncoder => text_encoder::prepare(&folder, &inputs, dtype, args.debug)?,
         other => bail!("component {} is not implemented yet", other.name()),
     };
     let outputs = execute(&folder, &args.device, args.component, &prepared)?;

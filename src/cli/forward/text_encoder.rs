@@ -9,7 +9,12 @@ use super::{HostInput, Prepared};
 use crate::model_folder::ModelFolder;
 use crate::tensor_file::TensorFile;
 
-pub(crate) fn prepare(folder: &ModelFolder, inputs: &TensorFile, dtype: DType) -> Result<Prepared> {
+pub(crate) fn prepare(
+    folder: &ModelFolder,
+    inputs: &TensorFile,
+    dtype: DType,
+    debug: bool,
+) -> Result<Prepared> {
     let config = &folder.text_encoder;
     let max_len = config.max_position_embeddings;
     let what = format!("input_ids [B, L] of i32 or i64 with 1 <= L <= {max_len}");
@@ -32,22 +37,23 @@ pub(crate) fn prepare(folder: &ModelFolder, inputs: &TensorFile, dtype: DType) -
     let g = Graph::new();
     let p = Params::new(&g, dtype);
     let input_ids = p.input("input_ids", Shape::new(DType::I32, &dims))?;
-    let mut hidden = CLIPTextModel::new(config.clone())?.forward(&p, &input_ids)?;
-    if hidden.dtype() != DType::F32 {
-        hidden = hidden.convert(DType::F32)?;
+    if debug {
+        p.record_taps();
     }
-    Ok(Prepared {
-        program: g.to_stablehlo(&[&hidden])?,
-        specs: p.specs(),
-        inputs: vec![HostInput {
-            dtype: DType::I32,
-            dims: dims.to_vec(),
-            bytes: ids
-                .iter()
-                .flat_map(|&id| (id as i32).to_le_bytes())
-                .collect(),
-        }],
-        outputs: vec!["last_hidden_state".into()],
-        weights: ("text_encoder", "model"),
-    })
+    let hidden = CLIPTextModel::new(config.clone())?.forward(&p, &input_ids)?;
+    let mut outputs = vec![("last_hidden_state".to_string(), hidden)];
+    // transformers names submodules from inside CLIPTextModel.text_model.
+    outputs.extend(p.taps().into_iter().map(|(path, t)| {
+        let name = path.strip_prefix("text_model.").unwrap_or(&path);
+        (format!("debug.{name}"), t)
+    }));
+    let ids = HostInput {
+        dtype: DType::I32,
+        dims: dims.to_vec(),
+        bytes: ids
+            .iter()
+            .flat_map(|&id| (id as i32).to_le_bytes())
+            .collect(),
+    };
+    Prepared::new(&p, outputs, vec![ids], ("text_encoder", "model"))
 }
