@@ -239,6 +239,39 @@ fn gradient_program(devices: usize, batch: usize) -> String {
     )
 }
 
+/// Runs the gradient program with `w` on every device and the batch `(x, y)` split into
+/// `shard` rows per device, and checks every device's result against the full-batch `want`.
+fn check_sharded_run(
+    client: &Client,
+    exe: &ti_xla::pjrt::LoadedExecutable,
+    (w, x, y): (&[f32], &[f32], &[f32]),
+    shard: usize,
+    want: &[f32],
+    style: &str,
+) {
+    let owned: Vec<[_; 3]> = (0..exe.num_devices())
+        .map(|d| {
+            let rows = d * shard..(d + 1) * shard;
+            [
+                client.buffer_from_host(w, &[4], d).unwrap(),
+                client
+                    .buffer_from_host(&x[rows.start * 4..rows.end * 4], &[shard as i64, 4], d)
+                    .unwrap(),
+                client
+                    .buffer_from_host(&y[rows], &[shard as i64], d)
+                    .unwrap(),
+            ]
+        })
+        .collect();
+    let lists: Vec<Vec<_>> = owned.iter().map(|b| b.iter().collect()).collect();
+    let outs = exe.execute(&lists).unwrap();
+    let want: Vec<f64> = want.iter().map(|&v| v as f64).collect();
+    for (d, out) in outs.iter().enumerate() {
+        let got = out[0].to_vec::<f32>().unwrap();
+        assert_close(&got, &want, 1e-6, &format!("{style} device {d}"));
+    }
+}
+
 #[test]
 fn four_devices_all_reduce_mean_equals_full_batch() {
     let (devices, per_device) = (4usize, 3usize);
@@ -260,31 +293,7 @@ fn four_devices_all_reduce_mean_equals_full_batch() {
             &CompileOptions::replicated(devices),
         )
         .unwrap();
-    let mut owned = Vec::new();
-    for d in 0..devices {
-        let xs = &x[d * per_device * 4..(d + 1) * per_device * 4];
-        let ys = &y[d * per_device..(d + 1) * per_device];
-        owned.push([
-            client.buffer_from_host(&w, &[4], d).unwrap(),
-            client
-                .buffer_from_host(xs, &[per_device as i64, 4], d)
-                .unwrap(),
-            client
-                .buffer_from_host(ys, &[per_device as i64], d)
-                .unwrap(),
-        ]);
-    }
-    let lists: Vec<Vec<_>> = owned.iter().map(|b| b.iter().collect()).collect();
-    let outs = exe.execute(&lists).unwrap();
-    let want: Vec<f64> = full[0].iter().map(|&v| v as f64).collect();
-    for (d, out) in outs.iter().enumerate() {
-        assert_close(
-            &out[0].to_vec::<f32>().unwrap(),
-            &want,
-            1e-6,
-            &format!("device {d}"),
-        );
-    }
+    check_sharded_run(&client, &exe, (&w, &x, &y), per_device, &full[0], "replica");
 }
 
 #[test]
@@ -331,33 +340,7 @@ fn four_devices_spmd_equals_full_batch() {
     let exe = client
         .compile(&spmd, &CompileOptions::spmd(devices))
         .unwrap();
-    let mut owned = Vec::new();
-    for d in 0..devices {
-        owned.push([
-            client.buffer_from_host(&w, &[4], d).unwrap(),
-            client
-                .buffer_from_host(
-                    &x[d * shard * 4..(d + 1) * shard * 4],
-                    &[shard as i64, 4],
-                    d,
-                )
-                .unwrap(),
-            client
-                .buffer_from_host(&y[d * shard..(d + 1) * shard], &[shard as i64], d)
-                .unwrap(),
-        ]);
-    }
-    let lists: Vec<Vec<_>> = owned.iter().map(|b| b.iter().collect()).collect();
-    let outs = exe.execute(&lists).unwrap();
-    let want: Vec<f64> = full[0].iter().map(|&v| v as f64).collect();
-    for (d, out) in outs.iter().enumerate() {
-        assert_close(
-            &out[0].to_vec::<f32>().unwrap(),
-            &want,
-            1e-6,
-            &format!("spmd device {d}"),
-        );
-    }
+    check_sharded_run(&client, &exe, (&w, &x, &y), shard, &full[0], "spmd");
 }
 
 #[test]

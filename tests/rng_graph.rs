@@ -6,50 +6,12 @@
 //!
 //! Each group of cases is one program with one output per case, to keep compiles few.
 
+mod rng_vectors;
+
+use rng_vectors::{cases, dims, u32s, u64s, vectors};
 use serde_json::Value;
 use ti_xla::pjrt::{CompileOptions, DeviceBuffer};
 use xla_graphs::{random, DType, Graph, Shape, Tensor};
-
-fn vectors() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/rng/threefry_vectors.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn u64s(v: &Value) -> Vec<u64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap())
-        .collect()
-}
-
-fn dims(case: &Value) -> Vec<i64> {
-    case["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_i64().unwrap())
-        .collect()
-}
-
-fn cases<'a>(v: &'a Value, name: &str) -> &'a Vec<Value> {
-    let cases = v[name]
-        .as_array()
-        .unwrap_or_else(|| panic!("no {name} in the vectors"));
-    assert!(!cases.is_empty(), "{name} is empty");
-    cases
-}
 
 /// A program under construction: u32 arguments with their host values, and outputs.
 struct Program {

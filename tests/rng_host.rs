@@ -1,53 +1,15 @@
 //! The host RNG (`ti_xla::rng`) against the committed `jax.random` vectors
 //! (tests/fixtures/rng/threefry_vectors.json, made by scripts/make_rng_vectors.py).
 
+mod rng_vectors;
+
+use rng_vectors::{cases, count, u32s, u64s, vectors};
 use serde_json::Value;
 use ti_xla::rng::{erf_inv_f32, Key};
-
-fn vectors() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/rng/threefry_vectors.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn u64s(v: &Value) -> Vec<u64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap())
-        .collect()
-}
 
 fn key(v: &Value) -> Key {
     let d = u32s(v);
     Key::from_data([d[0], d[1]])
-}
-
-fn count(case: &Value) -> usize {
-    case["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .product()
-}
-
-fn cases<'a>(v: &'a Value, name: &str) -> &'a Vec<Value> {
-    let cases = v[name]
-        .as_array()
-        .unwrap_or_else(|| panic!("no {name} in the vectors"));
-    assert!(!cases.is_empty(), "{name} is empty");
-    cases
 }
 
 #[test]
