@@ -1,9 +1,19 @@
 //! torch modules bound to their checkpoint keys (`<name>.weight`, `<name>.bias`): the pieces
-//! every model repeats. Normalisation statistics are computed in f32 whatever the compute
-//! dtype, because bf16's 8-bit mantissa loses the variance of a 768-wide row.
+//! every model repeats. Normalisation statistics are computed in at least f32, because bf16's
+//! 8-bit mantissa loses the variance of a 768-wide row.
 
 use crate::models::params::Params;
 use crate::{nn, DType, Result, Tensor};
+
+/// The dtype that norm and softmax statistics use under compute dtype `dtype`: f32 for the
+/// half-width floats, `dtype` itself otherwise (f64 stays f64, which the gradient tests rely
+/// on).
+pub fn statistics_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::BF16 | DType::F16 => DType::F32,
+        other => other,
+    }
+}
 
 /// `nn.Linear(in_features, out_features, bias)` at `<prefix>.<name>`, over the last dimension.
 pub fn linear(
@@ -29,11 +39,12 @@ pub fn layer_norm(p: &Params, name: &str, x: &Tensor, eps: f64) -> Result<Tensor
         let w = p.get("weight", &[features])?;
         let b = p.get("bias", &[features])?;
         let dtype = x.dtype();
-        if dtype == DType::F32 {
+        let wide = statistics_dtype(dtype);
+        if wide == dtype {
             return nn::layer_norm(x, Some(&w), Some(&b), eps);
         }
-        let f32 = |t: &Tensor| t.convert(DType::F32);
-        nn::layer_norm(&f32(x)?, Some(&f32(&w)?), Some(&f32(&b)?), eps)?.convert(dtype)
+        let widen = |t: &Tensor| t.convert(wide);
+        nn::layer_norm(&widen(x)?, Some(&widen(&w)?), Some(&widen(&b)?), eps)?.convert(dtype)
     })
 }
 
@@ -92,6 +103,8 @@ mod tests {
         );
         let text = g.to_stablehlo(&[&n]).unwrap();
         assert!(text.contains("tensor<2x3x5xf32>"), "statistics in f32");
+        assert_eq!(statistics_dtype(DType::F16), DType::F32);
+        assert_eq!(statistics_dtype(DType::F64), DType::F64);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `CLIPEncoder`: pre-norm transformer layers (`CLIPEncoderLayer`) of causal multi-head
 //! self-attention (`CLIPAttention`) and an MLP (`CLIPMLP`), as transformers defines them.
 
-use crate::models::modules::{layer_norm, linear, Activation};
+use crate::models::modules::{layer_norm, linear, statistics_dtype, Activation};
 use crate::models::params::Params;
 use crate::{
     nn, ComparisonDirection, DType, DotDimensionNumbers, DotGeneral, Result, Shape, Tensor,
@@ -52,7 +52,7 @@ pub fn clip_encoder_layer(p: &Params, x: &Tensor, d: &EncoderDims) -> Result<Ten
 }
 
 /// Causal multi-head self-attention with q/k/v/out projections, at `p` (`...self_attn`).
-/// Scores and softmax run in f32 whatever the compute dtype.
+/// Scores and softmax run in at least f32 (`statistics_dtype`).
 pub fn clip_attention(p: &Params, x: &Tensor, d: &EncoderDims) -> Result<Tensor> {
     let dims = x.dims();
     let (b, l, hidden) = (dims[0], dims[1], d.hidden);
@@ -61,6 +61,7 @@ pub fn clip_attention(p: &Params, x: &Tensor, d: &EncoderDims) -> Result<Tensor>
         |name: &str| linear(p, name, x, hidden, hidden, true)?.reshape(&[b, l, d.heads, head_dim]);
     let (q, k, v) = (split("q_proj")?, split("k_proj")?, split("v_proj")?);
     let dtype = x.dtype();
+    let wide = statistics_dtype(dtype);
     // [B, Lq, H, hd] x [B, Lk, H, hd] -> [B, H, Lq, Lk], batching over B and H in place, so
     // no transposes are traced.
     let qk = DotGeneral {
@@ -70,7 +71,7 @@ pub fn clip_attention(p: &Params, x: &Tensor, d: &EncoderDims) -> Result<Tensor>
             lhs_contracting_dimensions: vec![3],
             rhs_contracting_dimensions: vec![3],
         },
-        result_dtype: (dtype != DType::F32).then_some(DType::F32),
+        result_dtype: (wide != dtype).then_some(wide),
         ..DotGeneral::default()
     };
     let scores = q
@@ -85,7 +86,7 @@ pub fn clip_attention(p: &Params, x: &Tensor, d: &EncoderDims) -> Result<Tensor>
     // would still be defined (a causal row never is).
     let scores = visible.select(&scores, &scores.full_like(f32::MIN as f64)?)?;
     let probs = nn::softmax(&scores, 3)?;
-    let probs = if dtype == DType::F32 {
+    let probs = if wide == dtype {
         probs
     } else {
         probs.convert(dtype)?

@@ -163,6 +163,31 @@ mod tests {
     }
 
     #[test]
+    fn a_caller_table_in_f32_is_differentiable_under_bf16() {
+        let g = Graph::new();
+        let p = Params::new(&g, DType::BF16);
+        let ids = p
+            .input("input_ids", Shape::new(DType::I32, &[2, 7]))
+            .unwrap();
+        let table = p.input("table", Shape::new(DType::F32, &[50, 8])).unwrap();
+        let y = CLIPTextModel::new(tiny())
+            .unwrap()
+            .forward_with_token_embedding(&p, &ids, &table)
+            .unwrap();
+        assert!(p.specs().iter().all(|s| s.name != TOKEN_EMBEDDING));
+        let loss = y
+            .convert(DType::F32)
+            .unwrap()
+            .square()
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let (_, grads) = crate::value_and_grad(&loss, &[table]).unwrap();
+        assert_eq!(grads[0].shape(), Shape::new(DType::F32, &[50, 8]));
+        assert!(g.to_stablehlo(&[&loss, &grads[0]]).is_ok());
+    }
+
+    #[test]
     fn rejects_bad_configs_and_inputs() {
         let mut c = tiny();
         c.hidden_act = "relu".into();
