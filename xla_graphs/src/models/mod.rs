@@ -1,5 +1,6 @@
 //! Stable Diffusion's models, traced: names, structure and config fields follow diffusers.
 
+pub mod blocks;
 pub mod clip;
 pub mod config_value;
 pub mod modules;

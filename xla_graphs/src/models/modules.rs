@@ -3,7 +3,7 @@
 //! 8-bit mantissa loses the variance of a 768-wide row.
 
 use crate::models::params::Params;
-use crate::{nn, DType, Result, Tensor};
+use crate::{nn, ConvDimensionNumbers, Convolution, DType, Result, Tensor};
 
 /// The dtype that norm and softmax statistics use under compute dtype `dtype`: f32 for the
 /// half-width floats, `dtype` itself otherwise (f64 stays f64, which the gradient tests rely
@@ -48,7 +48,82 @@ pub fn layer_norm(p: &Params, name: &str, x: &Tensor, eps: f64) -> Result<Tensor
     })
 }
 
-/// The activations `hidden_act` names in transformers' `ACT2FN`, as far as CLIP uses them.
+/// `nn.GroupNorm(num_groups, x.dims[1], eps)` with affine weight and bias at
+/// `<prefix>.<name>`, for `[N, C, ..]`; the result has `x`'s dtype.
+pub fn group_norm(p: &Params, name: &str, x: &Tensor, num_groups: i64, eps: f64) -> Result<Tensor> {
+    let channels = x.dims().get(1).copied().unwrap_or(1);
+    p.scope(name, |p| {
+        let w = p.get("weight", &[channels])?;
+        let b = p.get("bias", &[channels])?;
+        let dtype = x.dtype();
+        let wide = statistics_dtype(dtype);
+        if wide == dtype {
+            return nn::group_norm(x, num_groups, Some(&w), Some(&b), eps);
+        }
+        let widen = |t: &Tensor| t.convert(wide);
+        nn::group_norm(
+            &widen(x)?,
+            num_groups,
+            Some(&widen(&w)?),
+            Some(&widen(&b)?),
+            eps,
+        )?
+        .convert(dtype)
+    })
+}
+
+/// `nn.Conv2d` settings, square kernels as diffusers uses them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    pub in_channels: i64,
+    pub out_channels: i64,
+    pub kernel_size: i64,
+    pub stride: i64,
+    /// `(low, high)` zero padding for H and W; diffusers' VAE downsampler pads (0, 1) before
+    /// an unpadded conv, which folds into one asymmetric padding here.
+    pub padding: [(i64, i64); 2],
+    pub bias: bool,
+}
+
+impl Conv2d {
+    /// Stride 1, "same" padding (`kernel_size / 2`), with bias.
+    pub fn new(in_channels: i64, out_channels: i64, kernel_size: i64) -> Conv2d {
+        let half = kernel_size / 2;
+        Conv2d {
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride: 1,
+            padding: [(half, half); 2],
+            bias: true,
+        }
+    }
+}
+
+/// `nn.Conv2d` at `<prefix>.<name>` on NCHW `x`: weight `[O, I, k, k]`, bias `[O]`.
+pub fn conv2d(p: &Params, name: &str, x: &Tensor, c: &Conv2d) -> Result<Tensor> {
+    p.scope(name, |p| {
+        let k = c.kernel_size;
+        let w = p.get("weight", &[c.out_channels, c.in_channels, k, k])?;
+        let b = c
+            .bias
+            .then(|| p.get("bias", &[c.out_channels]))
+            .transpose()?;
+        let attrs = Convolution {
+            window_strides: vec![c.stride; 2],
+            padding: c.padding.to_vec(),
+            ..Convolution::new(ConvDimensionNumbers::nchw_oihw(2))
+        };
+        let y = x.convolution(&w, attrs)?;
+        match b {
+            Some(b) => y.add(&b.broadcast_in_dim(&y.dims(), &[1])?),
+            None => Ok(y),
+        }
+    })
+}
+
+/// The activations `hidden_act` names in transformers' `ACT2FN` and `act_fn` in diffusers'
+/// `get_activation`, as far as Stable Diffusion uses them (`gelu` is the erf form in both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
     /// `x * sigmoid(1.702 x)` (OpenAI CLIP, SD 1.x).
@@ -57,6 +132,9 @@ pub enum Activation {
     Gelu,
     /// The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
     GeluTanh,
+    /// `x * sigmoid(x)` (`silu`, `swish`; diffusers' default `act_fn`).
+    Silu,
+    Relu,
 }
 
 impl Activation {
@@ -66,6 +144,8 @@ impl Activation {
             "quick_gelu" => Some(Activation::QuickGelu),
             "gelu" => Some(Activation::Gelu),
             "gelu_new" | "gelu_pytorch_tanh" => Some(Activation::GeluTanh),
+            "silu" | "swish" => Some(Activation::Silu),
+            "relu" => Some(Activation::Relu),
             _ => None,
         }
     }
@@ -75,6 +155,8 @@ impl Activation {
             Activation::QuickGelu => nn::quick_gelu(x),
             Activation::Gelu => nn::gelu(x),
             Activation::GeluTanh => nn::gelu_tanh(x),
+            Activation::Silu => nn::silu(x),
+            Activation::Relu => x.maximum(&x.zeros_like()?),
         }
     }
 }
@@ -114,6 +196,29 @@ mod tests {
             Activation::from_name("quick_gelu"),
             Some(Activation::QuickGelu)
         );
+        assert_eq!(Activation::from_name("swish"), Some(Activation::Silu));
         assert_eq!(Activation::from_name("relu6"), None);
+    }
+
+    #[test]
+    fn conv2d_and_group_norm_bind_torch_shapes() {
+        let g = Graph::new();
+        let p = Params::new(&g, DType::BF16);
+        let x = g
+            .parameter("x", Shape::new(DType::BF16, &[2, 4, 9, 9]))
+            .unwrap();
+        let n = group_norm(&p, "norm", &x, 2, 1e-6).unwrap();
+        let c = Conv2d {
+            stride: 2,
+            padding: [(0, 1), (0, 1)],
+            ..Conv2d::new(4, 6, 3)
+        };
+        let y = conv2d(&p, "conv", &n, &c).unwrap();
+        assert_eq!(y.shape(), Shape::new(DType::BF16, &[2, 6, 4, 4]));
+        let specs = p.specs();
+        assert_eq!(specs[2].name, "conv.weight");
+        assert_eq!(specs[2].shape.dims, vec![6, 4, 3, 3]);
+        let text = g.to_stablehlo(&[&y]).unwrap();
+        assert!(text.contains("tensor<2x2x162xf32>"), "statistics in f32");
     }
 }
