@@ -2,6 +2,7 @@
 //! (plugins and devices, files, data, the training loop); graph code lives in `xla_graphs`.
 
 pub mod cli;
+pub mod data;
 pub mod device;
 pub mod model_folder;
 pub mod model_weights;

@@ -1,0 +1,67 @@
+//! Reading one training image as 8-bit RGB: any of jpg, png, webp, bmp and tiff, EXIF
+//! orientation applied, grayscale expanded, alpha dropped (as Pillow's `convert("RGB")` does)
+//! and 16-bit samples scaled to 8 bits (Pillow would clip them to 255 instead).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use image::{DynamicImage, ImageDecoder, ImageReader};
+
+use super::resize::Rgb8;
+
+/// File extensions read as images (lower case).
+pub const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"];
+
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Loads `path` as upright 8-bit RGB; the error names the file.
+pub fn load_rgb8(path: &Path) -> Result<Rgb8> {
+    let what = || format!("cannot read image {}", path.display());
+    let reader = ImageReader::open(path)
+        .with_context(what)?
+        .with_guessed_format()
+        .with_context(what)?;
+    let mut decoder = reader.into_decoder().with_context(what)?;
+    // A missing or unreadable EXIF block means "as stored", not a broken image.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).with_context(what)?;
+    img.apply_orientation(orientation);
+    Ok(to_rgb8(img))
+}
+
+/// 16-bit samples to 8 bits with rounding: v * 255 / 65535.
+fn scale16(v: u16) -> u8 {
+    ((v as u32 * 255 + 32767) / 65535) as u8
+}
+
+fn to_rgb8(img: DynamicImage) -> Rgb8 {
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let data = match img {
+        DynamicImage::ImageLuma16(b) => {
+            b.into_raw().iter().flat_map(|&v| [scale16(v); 3]).collect()
+        }
+        DynamicImage::ImageLumaA16(b) => b
+            .into_raw()
+            .chunks_exact(2)
+            .flat_map(|p| [scale16(p[0]); 3])
+            .collect(),
+        DynamicImage::ImageRgb16(b) => b.into_raw().iter().map(|&v| scale16(v)).collect(),
+        DynamicImage::ImageRgba16(b) => b
+            .into_raw()
+            .chunks_exact(4)
+            .flat_map(|p| [scale16(p[0]), scale16(p[1]), scale16(p[2])])
+            .collect(),
+        other => other.to_rgb8().into_raw(),
+    };
+    Rgb8 {
+        width,
+        height,
+        data,
+    }
+}
