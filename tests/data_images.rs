@@ -70,3 +70,115 @@ fn corrupt_and_fake_images_name_the_file() {
     assert!(has_image_extension(&fixture("a.JPG")));
     assert!(!has_image_extension(&fixture("notes.txt")));
 }
+
+mod dataset {
+    use std::collections::HashMap;
+
+    use ti_xla::data::dataset::{epoch_plan, TrainImages};
+
+    fn folder(files: &[(&str, &str)]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "ti-xla-data-{}-{}",
+            std::process::id(),
+            files
+                .iter()
+                .map(|f| f.1)
+                .collect::<Vec<_>>()
+                .join("-")
+                .replace('.', "_")
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (fixture, name) in files {
+            std::fs::copy(super::fixture(fixture), dir.join(name)).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn folder_loads_images_skips_other_files_and_names_corrupt_ones() {
+        let dir = folder(&[
+            ("pattern.png", "b.png"),
+            ("odd.bmp", "a.bmp"),
+            ("expected_rgb.json", "notes.json"),
+        ]);
+        let (set, warnings) = TrainImages::load(&dir, 16, true).unwrap();
+        assert_eq!(set.len(), 2);
+        assert!(set.paths[0].ends_with("a.bmp"), "file-name order");
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("notes.json"));
+        // The second image is the pattern: centre crop + Pillow bicubic to 16x16.
+        let want =
+            ti_xla::data::image_file::load_rgb8(&super::fixture("pattern_crop_16x16.png")).unwrap();
+        assert_eq!(set.images[1], want);
+
+        std::fs::copy(super::fixture("corrupt.jpg"), dir.join("c.jpg")).unwrap();
+        let err = format!("{:#}", TrainImages::load(&dir, 16, true).err().unwrap());
+        assert!(err.contains("c.jpg"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let empty = folder(&[("expected_rgb.json", "only.json")]);
+        let err = format!("{:#}", TrainImages::load(&empty, 16, false).err().unwrap());
+        assert!(err.contains("no training images"), "{err}");
+        std::fs::remove_dir_all(&empty).unwrap();
+        assert!(
+            TrainImages::load(&empty, 16, false).is_err(),
+            "missing folder"
+        );
+    }
+
+    #[test]
+    fn pixel_values_are_scaled_and_flipped_nchw() {
+        let dir = folder(&[("pattern.png", "p.png")]);
+        let (set, _) = TrainImages::load(&dir, 8, false).unwrap();
+        let img = &set.images[0];
+        let plain = ti_xla::data::dataset::Sample {
+            image: 0,
+            template: 0,
+            flip: false,
+        };
+        let flipped = ti_xla::data::dataset::Sample {
+            flip: true,
+            ..plain
+        };
+        let px = set.pixel_values(&[plain, flipped]);
+        assert_eq!(px.len(), 2 * 3 * 64);
+        for c in 0..3 {
+            for y in 0..8 {
+                for x in 0..8 {
+                    let v = img.data[(y * 8 + x) * 3 + c] as f32 / 127.5 - 1.0;
+                    assert_eq!(px[(c * 8 + y) * 8 + x], half::bf16::from_f32(v));
+                    assert_eq!(px[192 + (c * 8 + y) * 8 + (7 - x)], half::bf16::from_f32(v));
+                }
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn epoch_plans_are_permutations_seeded_by_seed_and_epoch() {
+        let (images, repeats, templates) = (5, 40, 27);
+        let a = epoch_plan(42, 0, images, repeats, templates);
+        assert_eq!(
+            a,
+            epoch_plan(42, 0, images, repeats, templates),
+            "deterministic"
+        );
+        assert_ne!(
+            a,
+            epoch_plan(42, 1, images, repeats, templates),
+            "reshuffled each epoch"
+        );
+        assert_ne!(a, epoch_plan(43, 0, images, repeats, templates), "seeded");
+        let mut count = HashMap::new();
+        for s in &a {
+            *count.entry(s.image).or_insert(0) += 1;
+            assert!(s.template < templates);
+        }
+        assert!(count.values().all(|&c| c == repeats), "{count:?}");
+        // Flips and templates are fair coins/dice: loose 5-sigma bounds over 200 draws.
+        let flips = a.iter().filter(|s| s.flip).count();
+        assert!((65..=135).contains(&flips), "{flips}");
+        assert!(a.windows(2).any(|w| w[0].image != w[1].image));
+    }
+}

@@ -1,0 +1,150 @@
+//! The training set: every image of a folder prepared once (RGB, optional centre crop, bicubic
+//! resize), and each epoch's order of (image, caption template, flip) drawn from a ChaCha
+//! stream keyed by the seed and the epoch, so that the position in an epoch is all a checkpoint
+//! needs to continue the same order.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use half::bf16;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::image_file::{has_image_extension, load_rgb8, IMAGE_EXTENSIONS};
+use super::resize::Rgb8;
+
+/// The prepared images, in file-name order.
+pub struct TrainImages {
+    pub paths: Vec<PathBuf>,
+    pub images: Vec<Rgb8>,
+    pub resolution: usize,
+}
+
+/// One training example: which image, which caption template, mirrored or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub image: usize,
+    pub template: usize,
+    pub flip: bool,
+}
+
+impl TrainImages {
+    /// Reads every image file of `dir`. Other files are skipped with a warning (returned);
+    /// an image that cannot be decoded is an error naming it; no image at all is an error.
+    pub fn load(dir: &Path, resolution: usize, center_crop: bool) -> Result<(Self, Vec<String>)> {
+        if resolution == 0 || resolution % 8 != 0 {
+            bail!("--resolution must be a positive multiple of 8 (the VAE downsamples by 8), got {resolution}");
+        }
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read the training images folder {}", dir.display()))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        let mut warnings = Vec::new();
+        let mut paths = Vec::new();
+        let mut images = Vec::new();
+        for path in files {
+            let hidden = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if !has_image_extension(&path) {
+                warnings.push(format!("skipping {}: not an image file", path.display()));
+                continue;
+            }
+            let rgb = load_rgb8(&path)?;
+            let square = if center_crop {
+                rgb.center_crop_square()
+            } else {
+                rgb
+            };
+            images.push(square.resize_bicubic(resolution, resolution));
+            paths.push(path);
+        }
+        if images.is_empty() {
+            bail!(
+                "no training images in {} (looked for {}); put 3-5 photos of your concept there",
+                dir.display(),
+                IMAGE_EXTENSIONS.join(", ")
+            );
+        }
+        Ok((
+            TrainImages {
+                paths,
+                images,
+                resolution,
+            },
+            warnings,
+        ))
+    }
+
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+
+    /// Pixels of `samples` as NCHW [B, 3, R, R] in [-1, 1] (`x / 127.5 - 1`), in bf16.
+    pub fn pixel_values(&self, samples: &[Sample]) -> Vec<bf16> {
+        let r = self.resolution;
+        let mut out = Vec::with_capacity(samples.len() * 3 * r * r);
+        for s in samples {
+            let img = &self.images[s.image];
+            for c in 0..3 {
+                for y in 0..r {
+                    for x in 0..r {
+                        let sx = if s.flip { r - 1 - x } else { x };
+                        let v = img.data[(y * r + sx) * 3 + c] as f32 / 127.5 - 1.0;
+                        out.push(bf16::from_f32(v));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A uniform integer in [0, n) without modulo bias (rejection sampling).
+fn below(rng: &mut ChaCha8Rng, n: u64) -> u64 {
+    let zone = u64::MAX - u64::MAX % n;
+    loop {
+        let v = rng.next_u64();
+        if v < zone {
+            return v % n;
+        }
+    }
+}
+
+/// The samples of epoch `epoch`: `images * repeats` examples, each image `repeats` times,
+/// shuffled, each with a random template and a flip with probability 1/2.
+pub fn epoch_plan(
+    seed: u64,
+    epoch: u64,
+    images: usize,
+    repeats: usize,
+    templates: usize,
+) -> Vec<Sample> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch);
+    let n = images * repeats;
+    let mut order: Vec<usize> = (0..n).map(|i| i % images).collect();
+    for i in (1..n).rev() {
+        let j = below(&mut rng, i as u64 + 1) as usize;
+        order.swap(i, j);
+    }
+    order
+        .into_iter()
+        .map(|image| Sample {
+            image,
+            template: below(&mut rng, templates as u64) as usize,
+            flip: rng.next_u32() & 1 == 1,
+        })
+        .collect()
+}
