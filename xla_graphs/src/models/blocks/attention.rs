@@ -1,0 +1,260 @@
+//! diffusers' `Attention` module (`attention_processor.py`, run by `AttnProcessor2_0`): q/k/v
+//! projections, multi-head scaled dot-product attention, `to_out.0`; optionally a group norm
+//! in front and a residual and rescale behind, as the VAE's mid-block attention uses them.
+//! Scores and softmax are computed in f32 whatever the compute dtype: bf16 probabilities over
+//! thousands of latent pixels would lose the small weights entirely.
+
+use crate::models::modules::{group_norm, linear, statistics_dtype};
+use crate::models::params::Params;
+use crate::{nn, DType, DotDimensionNumbers, DotGeneral, GraphError, Result, Tensor};
+
+/// The constructor arguments of diffusers' `Attention` that SD's UNet and VAE set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionConfig {
+    /// Channels of the hidden states (`query_dim`); also the output width.
+    pub query_dim: i64,
+    /// Width of the context for cross-attention (`cross_attention_dim`); `None` for
+    /// self-attention, where keys and values come from the hidden states.
+    pub cross_attention_dim: Option<i64>,
+    pub heads: i64,
+    pub dim_head: i64,
+    /// Bias on `to_q`, `to_k`, `to_v` (`bias`): off in the UNet, on in the VAE. `to_out.0`
+    /// always has one (`out_bias`).
+    pub bias: bool,
+    /// `upcast_attention`: q and k enter the score product in f32, not just its result.
+    pub upcast_attention: bool,
+    /// `norm_num_groups`: a `group_norm` over the channels before the projections.
+    pub norm_num_groups: Option<i64>,
+    /// The group norm's `eps`.
+    pub eps: f64,
+    /// `residual_connection`: adds the input (before the group norm) to the output.
+    pub residual_connection: bool,
+    /// `rescale_output_factor`: the output is divided by it (after the residual).
+    pub rescale_output_factor: f64,
+}
+
+impl AttentionConfig {
+    /// The UNet's attention: `heads` heads of `dim_head`, no q/k/v bias, no norm or residual.
+    pub fn new(query_dim: i64, heads: i64, dim_head: i64) -> AttentionConfig {
+        AttentionConfig {
+            query_dim,
+            cross_attention_dim: None,
+            heads,
+            dim_head,
+            bias: false,
+            upcast_attention: false,
+            norm_num_groups: None,
+            eps: 1e-5,
+            residual_connection: false,
+            rescale_output_factor: 1.0,
+        }
+    }
+
+    fn inner_dim(&self) -> i64 {
+        self.heads * self.dim_head
+    }
+}
+
+/// `Attention.forward` at `p` (the module's key prefix, e.g. `...transformer_blocks.0.attn2`).
+/// `x` is `[B, L, query_dim]` or an image `[B, query_dim, H, W]` (attended over its H*W pixels
+/// and returned in the same layout). `context` is `[B, Lc, cross_attention_dim]` for
+/// cross-attention, `None` for self-attention.
+pub fn attention(
+    p: &Params,
+    x: &Tensor,
+    context: Option<&Tensor>,
+    c: &AttentionConfig,
+) -> Result<Tensor> {
+    let dims = x.dims();
+    let image = dims.len() == 4;
+    if !(dims.len() == 3 && dims[2] == c.query_dim || image && dims[1] == c.query_dim) {
+        return Err(shape_error(
+            x,
+            format!(
+                "hidden states must be [B, L, {0}] or [B, {0}, H, W]",
+                c.query_dim
+            ),
+        ));
+    }
+    let kv_dim = c.cross_attention_dim.unwrap_or(c.query_dim);
+    if let Some(ctx) = context {
+        let cd = ctx.dims();
+        if c.cross_attention_dim.is_none() || cd.len() != 3 || cd[0] != dims[0] || cd[2] != kv_dim {
+            return Err(shape_error(
+                ctx,
+                format!(
+                    "context must be [{}, Lc, {kv_dim}] for an attention with \
+                     cross_attention_dim {:?}",
+                    dims[0], c.cross_attention_dim
+                ),
+            ));
+        }
+    } else if c.cross_attention_dim.is_some() {
+        return Err(GraphError::invalid(
+            "attention",
+            format!(
+                "{}: cross-attention needs a context, none was given",
+                p.prefix()
+            ),
+        ));
+    }
+    let b = dims[0];
+    // Group-normalise in the channels-first layout the norm wants, then flatten the pixels.
+    let mut h = x.clone();
+    if let Some(groups) = c.norm_num_groups {
+        h = if image {
+            group_norm(p, "group_norm", &h, groups, c.eps)?
+        } else {
+            let t = h.transpose(&[0, 2, 1])?;
+            group_norm(p, "group_norm", &t, groups, c.eps)?.transpose(&[0, 2, 1])?
+        };
+    }
+    if image {
+        h = h
+            .reshape(&[b, c.query_dim, dims[2] * dims[3]])?
+            .transpose(&[0, 2, 1])?;
+    }
+    let len = h.dims()[1];
+    let inner = c.inner_dim();
+    let kv_in = context.unwrap_or(&h);
+    let lk = kv_in.dims()[1];
+    let split = |t: Tensor, l: i64| t.reshape(&[b, l, c.heads, c.dim_head]);
+    let q = split(linear(p, "to_q", &h, c.query_dim, inner, c.bias)?, len)?;
+    let k = split(linear(p, "to_k", kv_in, kv_dim, inner, c.bias)?, lk)?;
+    let v = split(linear(p, "to_v", kv_in, kv_dim, inner, c.bias)?, lk)?;
+    let out = multi_head_attention(&q, &k, &v, c.upcast_attention)?.reshape(&[b, len, inner])?;
+    let mut out = p.scope("to_out", |p| linear(p, "0", &out, inner, c.query_dim, true))?;
+    if image {
+        out = out
+            .transpose(&[0, 2, 1])?
+            .reshape(&[b, c.query_dim, dims[2], dims[3]])?;
+    }
+    if c.residual_connection {
+        out = out.add(x)?;
+    }
+    if c.rescale_output_factor != 1.0 {
+        out = out.mul_scalar(1.0 / c.rescale_output_factor)?;
+    }
+    Ok(out)
+}
+
+/// `softmax(q k^T / sqrt(d)) v` over heads laid out as `[B, L, H, d]` (how the projections
+/// produce them), returned as `[B, Lq, H, d]`. Batching over B and H in place traces no
+/// transposes before the products.
+pub fn multi_head_attention(q: &Tensor, k: &Tensor, v: &Tensor, upcast: bool) -> Result<Tensor> {
+    let dtype = q.dtype();
+    let head_dim = q.dims()[3];
+    let wide = statistics_dtype(dtype);
+    let (q, k) = if upcast && wide != dtype {
+        (q.convert(wide)?, k.convert(wide)?)
+    } else {
+        (q.clone(), k.clone())
+    };
+    // [B, Lq, H, d] x [B, Lk, H, d] -> [B, H, Lq, Lk]
+    let qk = DotGeneral {
+        dims: DotDimensionNumbers {
+            lhs_batching_dimensions: vec![0, 2],
+            rhs_batching_dimensions: vec![0, 2],
+            lhs_contracting_dimensions: vec![3],
+            rhs_contracting_dimensions: vec![3],
+        },
+        result_dtype: (q.dtype() != wide).then_some(wide),
+        ..DotGeneral::default()
+    };
+    let scores = q
+        .dot_general_with(&k, qk)?
+        .mul_scalar(1.0 / (head_dim as f64).sqrt())?;
+    let probs = nn::softmax(&scores, 3)?;
+    let probs = if wide == dtype {
+        probs
+    } else {
+        probs.convert(dtype)?
+    };
+    // [B, H, Lq, Lk] x [B, Lk, H, d] -> [B, H, Lq, d]
+    let pv = DotDimensionNumbers {
+        lhs_batching_dimensions: vec![0, 1],
+        rhs_batching_dimensions: vec![0, 2],
+        lhs_contracting_dimensions: vec![3],
+        rhs_contracting_dimensions: vec![1],
+    };
+    probs.dot_general(v, pv)?.transpose(&[0, 2, 1, 3])
+}
+
+fn shape_error(t: &Tensor, reason: String) -> GraphError {
+    t.graph().op_error("attention", &[t], reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Graph, Shape};
+
+    #[test]
+    fn unet_cross_attention_binds_diffusers_keys() {
+        let g = Graph::new();
+        let p = Params::new(&g, DType::F32);
+        let x = g
+            .parameter("x", Shape::new(DType::F32, &[2, 6, 8]))
+            .unwrap();
+        let ctx = g
+            .parameter("ctx", Shape::new(DType::F32, &[2, 5, 12]))
+            .unwrap();
+        let c = AttentionConfig {
+            cross_attention_dim: Some(12),
+            ..AttentionConfig::new(8, 2, 4)
+        };
+        let y = p
+            .scope("attn2", |p| attention(p, &x, Some(&ctx), &c))
+            .unwrap();
+        assert_eq!(y.dims(), vec![2, 6, 8]);
+        let specs: Vec<(String, Vec<i64>)> = p
+            .specs()
+            .into_iter()
+            .map(|s| (s.name, s.shape.dims))
+            .collect();
+        assert_eq!(
+            specs,
+            [
+                ("attn2.to_q.weight".to_string(), vec![8, 8]),
+                ("attn2.to_k.weight".to_string(), vec![8, 12]),
+                ("attn2.to_v.weight".to_string(), vec![8, 12]),
+                ("attn2.to_out.0.weight".to_string(), vec![8, 8]),
+                ("attn2.to_out.0.bias".to_string(), vec![8]),
+            ]
+        );
+        let err = p
+            .scope("attn1", |p| attention(p, &x, None, &c))
+            .unwrap_err();
+        assert!(err.to_string().contains("needs a context"), "{err}");
+    }
+
+    #[test]
+    fn vae_attention_on_an_image_keeps_its_layout() {
+        let g = Graph::new();
+        let p = Params::new(&g, DType::BF16);
+        let x = g
+            .parameter("x", Shape::new(DType::BF16, &[1, 8, 3, 5]))
+            .unwrap();
+        let c = AttentionConfig {
+            bias: true,
+            norm_num_groups: Some(4),
+            eps: 1e-6,
+            residual_connection: true,
+            ..AttentionConfig::new(8, 1, 8)
+        };
+        let y = attention(&p, &x, None, &c).unwrap();
+        assert_eq!(y.shape(), x.shape());
+        let names: Vec<String> = p.specs().into_iter().map(|s| s.name).collect();
+        assert_eq!(
+            names[..3],
+            ["group_norm.weight", "group_norm.bias", "to_q.weight"]
+        );
+        assert!(names.contains(&"to_v.bias".to_string()));
+        let text = g.to_stablehlo(&[&y]).unwrap();
+        assert!(text.contains("tensor<1x1x15x15xf32>"), "scores in f32");
+        assert!(
+            text.contains("tensor<1x4x30xf32>"),
+            "norm statistics in f32"
+        );
+    }
+}
