@@ -32,8 +32,9 @@ impl TrainImages {
     /// Reads every image file of `dir`. Other files are skipped with a warning (returned);
     /// an image that cannot be decoded is an error naming it; no image at all is an error.
     pub fn load(dir: &Path, resolution: usize, center_crop: bool) -> Result<(Self, Vec<String>)> {
-        if resolution == 0 || resolution % 8 != 0 {
-            bail!("--resolution must be a positive multiple of 8 (the VAE downsamples by 8), got {resolution}");
+        // Divisibility by the model's downsampling is the trainer's check: it knows the model.
+        if resolution == 0 {
+            bail!("--resolution must be positive");
         }
         let entries = std::fs::read_dir(dir)
             .with_context(|| format!("cannot read the training images folder {}", dir.display()))?;
