@@ -12,4 +12,5 @@ pub mod tensor_file;
 #[doc(hidden)]
 pub mod testing;
 pub mod tokenizer;
+pub mod train;
 pub mod weights;

@@ -1,0 +1,3 @@
+//! Training Textual Inversion: schedules, the step program's host loop, checkpoints.
+
+pub mod lr_schedule;
