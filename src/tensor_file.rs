@@ -164,21 +164,5 @@ pub fn write_f32_atomic(
         })
         .collect::<Result<Vec<_>>>()?;
     let data = safetensors::serialize(views, metadata)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, &data).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::anyhow!("cannot move {} to {}: {e}", tmp.display(), path.display())
-    })
+    crate::atomic_file::write_atomic(path, &data)
 }

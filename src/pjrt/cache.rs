@@ -3,7 +3,6 @@
 //! corrupt entry is recompiled and rewritten, never fatal.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -114,24 +113,13 @@ fn unwrap_entry(bytes: &[u8]) -> Option<&[u8]> {
     (payload.len() == len && hash64(payload, 0) == sum).then_some(payload)
 }
 
-fn write_entry(path: &Path, payload: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("entry"),
-        std::process::id()
-    ));
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(MAGIC)?;
-    f.write_all(&(payload.len() as u64).to_le_bytes())?;
-    f.write_all(&hash64(payload, 0).to_le_bytes())?;
-    f.write_all(payload)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
+fn write_entry(path: &Path, payload: &[u8]) -> anyhow::Result<()> {
+    let mut bytes = Vec::with_capacity(MAGIC.len() + 16 + payload.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&hash64(payload, 0).to_le_bytes());
+    bytes.extend_from_slice(payload);
+    crate::atomic_file::write_atomic(path, &bytes)
 }
 
 /// Executables carry machine code for the CPU they were built on ("Invalid target machine
