@@ -5,6 +5,7 @@ pub mod atomic_file;
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod export;
 pub mod model_folder;
 pub mod model_weights;
 pub mod pjrt;
