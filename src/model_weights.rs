@@ -42,6 +42,39 @@ impl DeviceWeights {
         what: &str,
     ) -> Result<DeviceWeights> {
         files.check(&weight_specs(specs), what)?;
+        Self::copy(client, files, specs, devices)
+    }
+
+    /// `upload` for a program that uses part of a checkpoint (the VAE's encoder alone):
+    /// `files` are checked against `model`, every argument the whole model declares, so an
+    /// incomplete or mismatched checkpoint is still reported, but only the weights among
+    /// `specs` are uploaded.
+    pub fn upload_part(
+        client: &Client,
+        files: &WeightFiles,
+        specs: &[ParamSpec],
+        model: &[ParamSpec],
+        devices: usize,
+        what: &str,
+    ) -> Result<DeviceWeights> {
+        let all = weight_specs(model);
+        files.check(&all, what)?;
+        if let Some(extra) = weight_specs(specs).into_iter().find(|s| !all.contains(s)) {
+            bail!(
+                "{what}: the program's weight {} {:?} is not among the model's",
+                extra.name,
+                extra.shape
+            );
+        }
+        Self::copy(client, files, specs, devices)
+    }
+
+    fn copy(
+        client: &Client,
+        files: &WeightFiles,
+        specs: &[ParamSpec],
+        devices: usize,
+    ) -> Result<DeviceWeights> {
         let mut weights: Vec<&ParamSpec> = specs
             .iter()
             .filter(|s| s.kind == ParamKind::Weight)

@@ -4,6 +4,7 @@
 //! compiling, feeding weights, running and writing are shared.
 
 mod text_encoder;
+mod vae;
 
 use std::path::PathBuf;
 
@@ -111,6 +112,9 @@ pub(crate) struct Prepared {
     pub outputs: Vec<String>,
     /// The component folder and weight file stem (`text_encoder`, `model`).
     pub weights: (&'static str, &'static str),
+    /// Every argument of the whole model when the program uses part of its checkpoint (the
+    /// VAE's encoder or decoder): the files are checked against these.
+    pub checkpoint: Option<Vec<ParamSpec>>,
 }
 
 impl Prepared {
@@ -137,6 +141,7 @@ impl Prepared {
             inputs,
             outputs: outputs.into_iter().map(|(name, _)| name).collect(),
             weights,
+            checkpoint: None,
         })
     }
 }
@@ -151,6 +156,8 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
     let dtype = args.dtype.dtype();
     let prepared = match args.component {
         Component::TextEncoder => text_encoder::prepare(&folder, &inputs, dtype, args.debug)?,
+        Component::VaeEncoder => vae::prepare_encoder(&folder, &inputs, dtype, args.debug)?,
+        Component::VaeDecoder => vae::prepare_decoder(&folder, &inputs, dtype, args.debug)?,
         other => bail!("component {} is not implemented yet", other.name()),
     };
     let outputs = execute(&folder, &args.device, args.component, &prepared)?;
@@ -175,7 +182,17 @@ fn execute(
     let exe = client
         .compile(&prepared.program, &CompileOptions::replicated(1))
         .with_context(|| format!("cannot compile the {} program", component.name()))?;
-    let weights = DeviceWeights::upload(&client, &files, &prepared.specs, 1, component.name())?;
+    let weights = match &prepared.checkpoint {
+        Some(model) => DeviceWeights::upload_part(
+            &client,
+            &files,
+            &prepared.specs,
+            model,
+            1,
+            component.name(),
+        )?,
+        None => DeviceWeights::upload(&client, &files, &prepared.specs, 1, component.name())?,
+    };
     let inputs = prepared
         .inputs
         .iter()
