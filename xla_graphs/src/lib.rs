@@ -22,6 +22,7 @@ pub mod models;
 pub mod nn;
 pub mod op;
 pub mod ops;
+pub mod optim;
 pub mod print;
 pub mod random;
 pub mod shape;
