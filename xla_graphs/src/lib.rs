@@ -25,6 +25,7 @@ pub mod ops;
 pub mod optim;
 pub mod print;
 pub mod random;
+pub mod schedulers;
 pub mod shape;
 
 pub use autodiff::{value_and_grad, vjp};
