@@ -222,19 +222,3 @@ fn forward_command_names_a_missing_or_misshaped_input() {
         "{err}"
     );
 }
-
-#[test]
-fn forward_command_says_which_components_are_missing() {
-    let refs_path = fixture("tiny-sd1").join("reference/text_encoder.safetensors");
-    let out = scratch("unet.safetensors");
-    let run = Command::new(env!("CARGO_BIN_EXE_ti-xla"))
-        .args(["forward", "--component", "unet", "--model"])
-        .arg(fixture("tiny-sd1"))
-        .arg("--inputs")
-        .arg(&refs_path)
-        .arg("--output")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(error_of(&run).contains("component unet is not implemented yet"));
-}

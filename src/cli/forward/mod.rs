@@ -4,6 +4,7 @@
 //! compiling, feeding weights, running and writing are shared.
 
 mod text_encoder;
+mod unet;
 mod vae;
 
 use std::path::PathBuf;
@@ -156,9 +157,9 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
     let dtype = args.dtype.dtype();
     let prepared = match args.component {
         Component::TextEncoder => text_encoder::prepare(&folder, &inputs, dtype, args.debug)?,
+        Component::Unet => unet::prepare(&folder, &inputs, dtype, args.debug)?,
         Component::VaeEncoder => vae::prepare_encoder(&folder, &inputs, dtype, args.debug)?,
         Component::VaeDecoder => vae::prepare_decoder(&folder, &inputs, dtype, args.debug)?,
-        other => bail!("component {} is not implemented yet", other.name()),
     };
     let outputs = execute(&folder, &args.device, args.component, &prepared)?;
     write_f32_atomic(&args.output, &outputs, None)

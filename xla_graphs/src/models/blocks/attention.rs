@@ -6,7 +6,7 @@
 
 use crate::models::modules::{group_norm, linear, statistics_dtype};
 use crate::models::params::Params;
-use crate::{nn, DType, DotDimensionNumbers, DotGeneral, GraphError, Result, Tensor};
+use crate::{nn, DotDimensionNumbers, DotGeneral, GraphError, Result, Tensor};
 
 /// The constructor arguments of diffusers' `Attention` that SD's UNet and VAE set.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -187,7 +187,7 @@ fn shape_error(t: &Tensor, reason: String) -> GraphError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Graph, Shape};
+    use crate::{DType, Graph, Shape};
 
     #[test]
     fn unet_cross_attention_binds_diffusers_keys() {

@@ -1,0 +1,107 @@
+//! `forward --component unet`: `sample` [B, C, h, w], `timestep` [B] or a scalar (float or
+//! integer) and `encoder_hidden_states` [B, L, D] -> `sample` [B, C_out, h, w].
+
+use anyhow::{bail, Result};
+use xla_graphs::models::params::Params;
+use xla_graphs::models::unet::UNet2DConditionModel;
+use xla_graphs::{DType, Graph, Shape};
+
+use super::{HostInput, Prepared};
+use crate::model_folder::ModelFolder;
+use crate::tensor_file::TensorFile;
+
+fn f32_input(dims: &[usize], values: &[f32]) -> HostInput {
+    HostInput {
+        dtype: DType::F32,
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+/// The timestep as f32 for each of `batch` samples: floats as given, integers converted as
+/// diffusers' `timesteps.float()` does, a scalar repeated.
+fn timesteps(inputs: &TensorFile, batch: usize) -> Result<Vec<f32>> {
+    let what = format!("timestep [{batch}] or a scalar, float or integer");
+    let mut first_error = None;
+    for dims in [&[Some(batch)][..], &[]] {
+        let values = match inputs.floats("timestep", dims, &what) {
+            Ok((_, v)) => Ok(v),
+            Err(e) => inputs
+                .ints("timestep", dims, &what)
+                .map(|(_, v)| v.into_iter().map(|t| t as f32).collect())
+                .map_err(|_| e),
+        };
+        match values {
+            Ok(v) if v.len() == 1 => return Ok(vec![v[0]; batch]),
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.expect("two shapes were tried"))
+}
+
+pub(crate) fn prepare(
+    folder: &ModelFolder,
+    inputs: &TensorFile,
+    dtype: DType,
+    debug: bool,
+) -> Result<Prepared> {
+    let config = &folder.unet;
+    let unet = UNet2DConditionModel::new(config.clone())?;
+    let file = inputs.path().display();
+    let channels = config.in_channels;
+    let multiple = unet.size_multiple() as usize;
+    let what = format!("sample [B, {channels}, h, w] of floats, h and w multiples of {multiple}");
+    let (sample_shape, sample) =
+        inputs.floats("sample", &[None, Some(channels), None, None], &what)?;
+    let batch = sample_shape[0];
+    if batch == 0
+        || sample_shape[2..]
+            .iter()
+            .any(|&d| d == 0 || d % multiple != 0)
+    {
+        bail!("sample in {file} has shape {sample_shape:?}; expected {what}");
+    }
+    let timestep = timesteps(inputs, batch)?;
+    let plan = config
+        .block_plan()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", folder.component("unet").display()))?;
+    let cross = plan.cross_attention_dim[0];
+    let what = format!("encoder_hidden_states [{batch}, L, {cross}] of floats");
+    let (ctx_shape, context) = inputs.floats(
+        "encoder_hidden_states",
+        &[Some(batch), None, Some(cross)],
+        &what,
+    )?;
+    if ctx_shape[1] == 0 {
+        bail!("encoder_hidden_states in {file} has shape {ctx_shape:?}; expected {what}");
+    }
+
+    let g = Graph::new();
+    let p = Params::new(&g, dtype);
+    let declare = |name: &str, dims: &[usize]| {
+        let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+        p.input(name, Shape::new(DType::F32, &dims))
+    };
+    let x = declare("sample", &sample_shape)?;
+    let t = declare("timestep", &[batch])?;
+    let ctx = declare("encoder_hidden_states", &ctx_shape)?;
+    if debug {
+        p.record_taps();
+    }
+    let out = unet.forward(&p, &x, &t, &ctx)?;
+    let mut outputs = vec![("sample".to_string(), out)];
+    outputs.extend(
+        p.taps()
+            .into_iter()
+            .map(|(path, t)| (format!("debug.{path}"), t)),
+    );
+    let host = vec![
+        f32_input(&sample_shape, &sample),
+        f32_input(&[batch], &timestep),
+        f32_input(&ctx_shape, &context),
+    ];
+    Prepared::new(&p, outputs, host, ("unet", "diffusion_pytorch_model"))
+}
