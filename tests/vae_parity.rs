@@ -212,3 +212,33 @@ fn forward_command_decodes_latents() {
         );
     }
 }
+
+#[test]
+fn forward_command_names_a_misshaped_image() {
+    let bad = scratch("bad-pixels.safetensors");
+    let tensor = ti_xla::tensor_file::F32Tensor {
+        name: "pixel_values".into(),
+        shape: vec![1, 4, 16, 16],
+        values: vec![0.0; 4 * 16 * 16],
+    };
+    ti_xla::tensor_file::write_f32_atomic(&bad, &[tensor], None).unwrap();
+    let out = scratch("never-written.safetensors");
+    let run = Command::new(env!("CARGO_BIN_EXE_ti-xla"))
+        .args(["forward", "--component", "vae_encoder", "--model"])
+        .arg(fixture("tiny-sd1"))
+        .arg("--inputs")
+        .arg(&bad)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("pixel_values")
+            && err.contains("[1, 4, 16, 16]")
+            && err.contains("[B, 3, H, W]"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

@@ -75,7 +75,7 @@ fn image_input(
 ) -> Result<(Params, Tensor, HostInput)> {
     let what = format!("{name} [B, {channels}, H, W] of f32, f16 or bf16");
     let (shape, values) = inputs.floats(name, &[None, Some(channels), None, None], &what)?;
-    if shape.iter().any(|&d| d == 0) {
+    if shape.contains(&0) {
         bail!(
             "{name} in {} has shape {shape:?}; expected {what}",
             inputs.path().display()
