@@ -22,6 +22,15 @@ pub fn weight_specs(specs: &[ParamSpec]) -> Vec<WeightSpec> {
         .collect()
 }
 
+/// One model's files in a multi-model program (see `DeviceWeights::upload_components`).
+pub struct ComponentWeights<'a> {
+    /// Key prefix of this model's weights in the program, without the dot (`unet`).
+    pub prefix: &'a str,
+    pub files: &'a WeightFiles,
+    /// Every weight of the whole model, when the program uses only part of it.
+    pub whole: Option<&'a [ParamSpec]>,
+}
+
 /// A model's weights on each of the first N devices of a client (replicated), with the argument
 /// position of each.
 pub struct DeviceWeights {
@@ -67,6 +76,84 @@ impl DeviceWeights {
             );
         }
         Self::copy(client, files, specs, devices)
+    }
+
+    /// Weights of a program that combines several models, each bound under its own key
+    /// prefix (`text_encoder.`, `unet.`, `vae.`). Each component's files are checked against
+    /// the weights of that prefix (or against `whole`, every weight of that model, when the
+    /// program uses part of it), then uploaded under the program's argument indices.
+    pub fn upload_components(
+        client: &Client,
+        components: &[ComponentWeights<'_>],
+        specs: &[ParamSpec],
+        devices: usize,
+    ) -> Result<DeviceWeights> {
+        let mut parts: Vec<(Vec<ParamSpec>, &WeightFiles)> = Vec::new();
+        for c in components {
+            let prefix = format!("{}.", c.prefix);
+            let own: Vec<ParamSpec> = specs
+                .iter()
+                .filter(|s| s.kind == ParamKind::Weight)
+                .filter_map(|s| {
+                    let name = s.name.strip_prefix(&prefix)?.to_string();
+                    Some(ParamSpec { name, ..s.clone() })
+                })
+                .collect();
+            let all = weight_specs(c.whole.unwrap_or(&own));
+            c.files.check(&all, c.prefix)?;
+            if let Some(extra) = weight_specs(&own).into_iter().find(|s| !all.contains(s)) {
+                bail!(
+                    "{}: the program's weight {} {:?} is not among the model's",
+                    c.prefix,
+                    extra.name,
+                    extra.shape
+                );
+            }
+            parts.push((own, c.files));
+        }
+        let claimed: usize = parts.iter().map(|(own, _)| own.len()).sum();
+        let total = specs.iter().filter(|s| s.kind == ParamKind::Weight).count();
+        if claimed != total {
+            bail!(
+                "{} of the program's {total} weights belong to no component",
+                total - claimed
+            );
+        }
+        let mut merged = DeviceWeights {
+            indices: Vec::new(),
+            buffers: (0..devices).map(|_| Vec::new()).collect(),
+        };
+        let mut all: Vec<(usize, DeviceWeights)> = Vec::new();
+        for (own, files) in &parts {
+            let w = Self::copy(client, files, own, devices)?;
+            all.push((0, w));
+        }
+        // Interleave the components' weights in ascending argument order.
+        let mut entries: Vec<(usize, usize, usize)> = Vec::new(); // (arg index, part, position)
+        for (part, (_, w)) in all.iter().enumerate() {
+            entries.extend(w.indices.iter().enumerate().map(|(pos, &i)| (i, part, pos)));
+        }
+        entries.sort();
+        let mut taken: Vec<Vec<Vec<Option<DeviceBuffer>>>> = all
+            .into_iter()
+            .map(|(_, w)| {
+                w.buffers
+                    .into_iter()
+                    .map(|l| l.into_iter().map(Some).collect())
+                    .collect()
+            })
+            .collect();
+        for (index, part, pos) in entries {
+            merged.indices.push(index);
+            for (device, list) in merged.buffers.iter_mut().enumerate() {
+                list.push(
+                    taken[part][device][pos]
+                        .take()
+                        .expect("each weight is placed once"),
+                );
+            }
+        }
+        Ok(merged)
     }
 
     fn copy(

@@ -24,6 +24,7 @@ pub mod op;
 pub mod ops;
 pub mod optim;
 pub mod print;
+pub mod programs;
 pub mod random;
 pub mod schedulers;
 pub mod shape;
