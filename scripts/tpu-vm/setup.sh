@@ -51,13 +51,13 @@ for statement in "${remote[@]:1}"; do
     remote_line+="; $statement"
 done
 
+require_gcloud
 if [[ $DRY_RUN == 0 ]]; then
     git -C "$REPO_ROOT" rev-parse --verify -q HEAD >/dev/null ||
         die "$REPO_ROOT is not a git checkout with a commit; setup.sh copies its HEAD"
     [[ -z $(git -C "$REPO_ROOT" status --porcelain --untracked-files=no) ]] ||
         note "note: uncommitted changes are not copied, only HEAD ($(git -C "$REPO_ROOT" rev-parse --short HEAD))"
 fi
-require_gcloud
 run mkdir -p "$archive_dir"
 run git -C "$REPO_ROOT" archive --format=tar.gz "--output=$archive" HEAD
 run gcloud compute tpus tpu-vm scp "$archive" "$opt_name:ti-xla-src.tar.gz" "${WHERE[@]}"
