@@ -3,6 +3,7 @@
 //! the same commands (against a stub gcloud); the commands sent over ssh do what they should
 //! when a POSIX shell runs them (stub tmux and ti-xla in a fake home); --help, argument errors
 //! and the gcloud checks; shellcheck when it is installed.
+#![cfg(unix)]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
