@@ -57,7 +57,7 @@ staging="$dir.partial.$$"
 rm -rf "$staging"
 trap 'rm -rf "$staging"' EXIT
 echo "installing ${packages[*]} into $dir ..." >&2
-"${pip[@]}" install --quiet --disable-pip-version-check --root-user-action=ignore --no-warn-script-location \
+PIP_ROOT_USER_ACTION=ignore "${pip[@]}" install --quiet --disable-pip-version-check --no-warn-script-location \
     --target "$staging" "${packages[@]}" >&2
 if [[ ! -f "$staging/$so" ]]; then
     echo "error: the wheel did not contain $so; the package layout may have changed" >&2

@@ -18,7 +18,8 @@ boxes = [(120, 20, 380, 280), (80, 0, 380, 300), (150, 40, 350, 240), (100, 30, 
 for i, box in enumerate(boxes):
     img = src.crop(box).resize((96, 96), resample=Image.BICUBIC)
     img.save(os.path.join(out, f"chelsea-{i + 1}.jpg"), quality=90)
-with open(os.path.join(out, "LICENSE.txt"), "w") as f:
+# The licence note sits beside the folder: the trainer reads every file inside it.
+with open(out + ".LICENSE.txt", "w") as f:
     f.write(
         "chelsea-*.jpg are crops of skimage/data/chelsea.png from the scikit-image wheel (PyPI).\n"
         "Photograph: Stefan van der Walt. Licence: CC0 (\"No copyright restrictions\", per\n"

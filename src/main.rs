@@ -9,6 +9,12 @@ fn main() {
     }
     let cli = ti_xla::cli::Cli::parse();
     if let Err(e) = ti_xla::cli::run(cli) {
+        if e.downcast_ref::<ti_xla::train::trainer::Interrupted>()
+            .is_some()
+        {
+            eprintln!("{e}");
+            std::process::exit(130);
+        }
         // One line that says what went wrong and, where we know it, what to do.
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -2,6 +2,7 @@
 
 mod devices;
 mod forward;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ pub enum Command {
     /// Run one model component (text_encoder, unet, vae_encoder, vae_decoder) on tensors
     /// from a safetensors file and write its outputs to another.
     Forward(forward::ForwardArgs),
+    /// Learn a new token's embedding (Textual Inversion) from a folder of 3-5 photos.
+    Train(Box<train::TrainArgs>),
 }
 
 /// Runs the parsed command line; errors are printed as one line by `main`.
@@ -30,5 +33,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Devices(args) => devices::run(&args),
         Command::Forward(args) => forward::run(&args),
+        Command::Train(args) => train::run(&args),
     }
 }

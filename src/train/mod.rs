@@ -1,4 +1,10 @@
-//! Training Textual Inversion: schedules, the step program's host loop, checkpoints.
+//! Training Textual Inversion: flags, run planning, the compiled step, the host loop,
+//! checkpoints and progress reporting.
 
+pub mod args;
+pub mod checkpoint;
 pub mod lr_schedule;
+pub mod progress;
+pub mod setup;
 pub mod step;
+pub mod trainer;

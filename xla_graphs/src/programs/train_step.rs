@@ -3,9 +3,9 @@
 //! and a PRNG key per device; the trainable embedding rows, their AdamW moments and a gradient
 //! accumulator donated so they stay on the device.
 //!
-//! Randomness follows diffusers' Flax trainer from the per-step key it hands each device
-//! (`sample_rng`): the latent is drawn from the VAE moments with `normal(sample_rng)` in NHWC
-//! order, then `noise_rng, timestep_rng = split(sample_rng)` give the noise and the timesteps.
+//! Randomness: the host hands every device the step's key and the global indices of its
+//! samples; each sample draws from `fold_in(key, index)` (see `per_sample_draws`), so a run does
+//! not depend on the number of devices.
 //! Gradients and the loss are averaged over devices with an all_reduce; the update runs when
 //! `apply` is 1 (the last micro-step of a gradient-accumulation window) and otherwise only adds
 //! the scaled gradient to the accumulator.
@@ -154,13 +154,9 @@ pub fn build_train_step(c: &TrainStepConfig) -> Result<TrainStepProgram> {
             p.input("timesteps", Shape::new(DType::I32, &[b]))?,
         )
     } else {
-        // As the Flax trainer draws them from its per-step `sample_rng`.
         let key = p.input("key", Shape::new(DType::U32, &[2]))?;
-        let eps = random::normal(&key, &[b, h, h, ch], DType::F32)?.transpose(&[0, 3, 1, 2])?;
-        let keys = random::split_keys(&key, 2)?;
-        let noise = random::normal(&keys[0], &[b, ch, h, h], DType::F32)?;
-        let t = random::randint(&keys[1], &[b], 0, c.noise.num_train_timesteps as i32)?;
-        (eps, noise, t)
+        let index = p.input("sample_index", Shape::new(DType::I32, &[b]))?;
+        per_sample_draws(&key, &index, [ch, h], c.noise.num_train_timesteps as i32)?
     };
     let latents = mean
         .add(&logvar.mul_scalar(0.5)?.exponential()?.multiply(&eps)?)?
@@ -215,6 +211,34 @@ pub fn build_train_step(c: &TrainStepConfig) -> Result<TrainStepProgram> {
         text,
         args: p.specs(),
     })
+}
+
+/// Each sample's latent noise, diffusion noise and timestep from its own key,
+/// `fold_in(step_key, global sample index)`: the numbers then do not depend on how the batch is
+/// split over devices, so N devices reproduce one device's run. Within a sample the draws follow
+/// the Flax trainer's order (latent noise from the key in NHWC order, then
+/// `noise_key, timestep_key = split(key)`).
+fn per_sample_draws(
+    key: &Tensor,
+    index: &Tensor,
+    [ch, h]: [i64; 2],
+    timesteps: i32,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let g = key.graph();
+    let b = index.dims()[0];
+    let (mut eps, mut noise, mut t) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..b {
+        let k = random::fold_in(key, &index.slice_axis(0, i, i + 1)?.reshape(&[])?)?;
+        eps.push(random::normal(&k, &[1, h, h, ch], DType::F32)?.transpose(&[0, 3, 1, 2])?);
+        let keys = random::split_keys(&k, 2)?;
+        noise.push(random::normal(&keys[0], &[1, ch, h, h], DType::F32)?);
+        t.push(random::randint(&keys[1], &[1], 0, timesteps)?);
+    }
+    Ok((
+        g.concatenate(&eps, 0)?,
+        g.concatenate(&noise, 0)?,
+        g.concatenate(&t, 0)?,
+    ))
 }
 
 /// Sum over the replicas divided by their number (the reference's `pmean`).

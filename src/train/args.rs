@@ -1,0 +1,188 @@
+//! `ti-xla train`'s flags: the Flax trainer's plus the PyTorch trainer's extras, kebab-case,
+//! with the reference scripts' snake_case spellings accepted so commands copied from the
+//! diffusers docs run unchanged.
+
+use std::path::PathBuf;
+
+use crate::data::templates::LearnableProperty;
+use crate::device::DeviceArgs;
+use crate::train::lr_schedule::LrSchedulerKind;
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum MixedPrecision {
+    /// float32 everywhere.
+    No,
+    /// bfloat16 weights and activations; rows, optimizer state and loss stay float32.
+    Bf16,
+}
+
+#[derive(Clone, Debug, clap::Args, serde::Serialize)]
+pub struct TrainArgs {
+    /// Diffusers model folder, or a Hub repo id in the local Hugging Face cache.
+    #[arg(
+        long = "pretrained-model-name-or-path",
+        alias = "pretrained_model_name_or_path",
+        value_name = "MODEL"
+    )]
+    pub pretrained_model_name_or_path: String,
+    /// Hub revision (branch, tag or commit) of the model.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Weight file variant, e.g. fp16 for `*.fp16.safetensors`.
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// Tokenizer folder, if not the model's `tokenizer/`.
+    #[arg(long = "tokenizer-name", alias = "tokenizer_name")]
+    pub tokenizer_name: Option<PathBuf>,
+    /// Folder with the 3-5 photos of the concept.
+    #[arg(long = "train-data-dir", alias = "train_data_dir")]
+    pub train_data_dir: PathBuf,
+    /// The new token, e.g. "<cat-toy>".
+    #[arg(long = "placeholder-token", alias = "placeholder_token")]
+    pub placeholder_token: String,
+    /// An existing single-token word the new embedding starts from, e.g. "toy".
+    #[arg(long = "initializer-token", alias = "initializer_token")]
+    pub initializer_token: String,
+    /// Learn an object (caption templates "a photo of a {}") or a style.
+    #[arg(
+        long = "learnable-property",
+        alias = "learnable_property",
+        value_enum,
+        default_value = "object"
+    )]
+    pub learnable_property: LearnableProperty,
+    /// Embedding vectors for the token (P, P_1, ... in the prompt).
+    #[arg(long = "num-vectors", alias = "num_vectors", default_value_t = 1)]
+    pub num_vectors: usize,
+    /// How many times each image appears per epoch.
+    #[arg(long, default_value_t = 100)]
+    pub repeats: usize,
+    /// Training image size (square).
+    #[arg(long, default_value_t = 512)]
+    pub resolution: usize,
+    /// Crop the centred square before resizing (else squash the whole image).
+    #[arg(long = "center-crop", alias = "center_crop")]
+    pub center_crop: bool,
+    /// Images per device per step.
+    #[arg(
+        long = "train-batch-size",
+        alias = "train_batch_size",
+        default_value_t = 16
+    )]
+    pub train_batch_size: usize,
+    /// Epochs, when --max-train-steps is 0.
+    #[arg(
+        long = "num-train-epochs",
+        alias = "num_train_epochs",
+        default_value_t = 100
+    )]
+    pub num_train_epochs: usize,
+    /// Optimizer steps to run (0: num-train-epochs worth).
+    #[arg(
+        long = "max-train-steps",
+        alias = "max_train_steps",
+        default_value_t = 5000
+    )]
+    pub max_train_steps: usize,
+    /// Micro-batches whose gradients are averaged into each update.
+    #[arg(
+        long = "gradient-accumulation-steps",
+        alias = "gradient_accumulation_steps",
+        default_value_t = 1
+    )]
+    pub gradient_accumulation_steps: usize,
+    /// Base learning rate.
+    #[arg(
+        long = "learning-rate",
+        alias = "learning_rate",
+        default_value_t = 1e-4
+    )]
+    pub learning_rate: f64,
+    /// Multiply the learning rate by batch size x devices x accumulation steps.
+    #[arg(long = "scale-lr", alias = "scale_lr", overrides_with = "no_scale_lr")]
+    pub scale_lr: bool,
+    /// Use the learning rate as given (the default).
+    #[arg(long = "no-scale-lr", alias = "no_scale_lr")]
+    pub no_scale_lr: bool,
+    /// Learning-rate schedule.
+    #[arg(
+        long = "lr-scheduler",
+        alias = "lr_scheduler",
+        value_enum,
+        default_value = "constant"
+    )]
+    pub lr_scheduler: LrSchedulerKind,
+    /// Steps of linear warm-up from 0.
+    #[arg(
+        long = "lr-warmup-steps",
+        alias = "lr_warmup_steps",
+        default_value_t = 500
+    )]
+    pub lr_warmup_steps: usize,
+    /// Hard restarts of cosine_with_restarts.
+    #[arg(long = "lr-num-cycles", alias = "lr_num_cycles", default_value_t = 1)]
+    pub lr_num_cycles: usize,
+    /// AdamW beta1.
+    #[arg(long = "adam-beta1", alias = "adam_beta1", default_value_t = 0.9)]
+    pub adam_beta1: f64,
+    /// AdamW beta2.
+    #[arg(long = "adam-beta2", alias = "adam_beta2", default_value_t = 0.999)]
+    pub adam_beta2: f64,
+    /// AdamW decoupled weight decay.
+    #[arg(
+        long = "adam-weight-decay",
+        alias = "adam_weight_decay",
+        default_value_t = 1e-2
+    )]
+    pub adam_weight_decay: f64,
+    /// AdamW epsilon.
+    #[arg(long = "adam-epsilon", alias = "adam_epsilon", default_value_t = 1e-8)]
+    pub adam_epsilon: f64,
+    /// Compute precision [default: bf16 on gpu/tpu, no on cpu].
+    #[arg(long = "mixed-precision", alias = "mixed_precision", value_enum)]
+    pub mixed_precision: Option<MixedPrecision>,
+    /// Seed of the data order and of the noise.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Where the embeddings, logs and checkpoints go.
+    #[arg(
+        long = "output-dir",
+        alias = "output_dir",
+        default_value = "text-inversion-model"
+    )]
+    pub output_dir: PathBuf,
+    /// Write learned_embeds-steps-N.safetensors every N steps (0: never).
+    #[arg(long = "save-steps", alias = "save_steps", default_value_t = 500)]
+    pub save_steps: usize,
+    /// Write a resumable checkpoint-N/ every N steps (0: never).
+    #[arg(
+        long = "checkpointing-steps",
+        alias = "checkpointing_steps",
+        default_value_t = 500
+    )]
+    pub checkpointing_steps: usize,
+    /// Keep at most this many checkpoints (oldest removed first).
+    #[arg(long = "checkpoints-total-limit", alias = "checkpoints_total_limit")]
+    pub checkpoints_total_limit: Option<usize>,
+    /// Continue from a checkpoint folder, or `latest` in --output-dir.
+    #[arg(long = "resume-from-checkpoint", alias = "resume_from_checkpoint")]
+    pub resume_from_checkpoint: Option<String>,
+    /// Also save a full diffusers pipeline that knows the new token.
+    #[arg(long = "save-as-full-pipeline", alias = "save_as_full_pipeline")]
+    pub save_as_full_pipeline: bool,
+    /// Devices to train on [default: every local device].
+    #[arg(long = "num-devices", alias = "num_devices")]
+    pub num_devices: Option<usize>,
+    /// Run the VAE encoder every step instead of caching each image's latent moments.
+    #[arg(long = "no-cache-latents", alias = "no_cache_latents")]
+    pub no_cache_latents: bool,
+    /// Replace the outputs of an earlier run in --output-dir.
+    #[arg(long)]
+    pub overwrite: bool,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub device: DeviceArgs,
+}

@@ -1,0 +1,99 @@
+//! What a run reports while it trains: a progress bar on a terminal (plain lines otherwise)
+//! and `train_log.jsonl`, one line per optimizer step.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    log: std::fs::File,
+    started: Instant,
+    total: usize,
+    first_step: usize,
+}
+
+/// One optimizer step's record.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct StepRecord {
+    pub step: usize,
+    pub loss: f64,
+    pub lr: f64,
+    /// Seconds since the run (or resume) started.
+    pub seconds: f64,
+}
+
+impl Progress {
+    pub fn new(output_dir: &Path, first_step: usize, total: usize) -> Result<Progress> {
+        let path = output_dir.join("train_log.jsonl");
+        // A resumed run appends to the log of the run it continues.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+                )
+                .expect("static template"),
+            );
+            bar.set_position(first_step as u64);
+            bar
+        });
+        Ok(Progress {
+            bar,
+            log,
+            started: Instant::now(),
+            total,
+            first_step,
+        })
+    }
+
+    pub fn seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Records steps whose losses have been read back.
+    pub fn record(&mut self, records: &[StepRecord]) -> Result<()> {
+        for r in records {
+            writeln!(self.log, "{}", serde_json::to_string(r)?)?;
+        }
+        self.log.flush()?;
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        let done = last.step + 1 - self.first_step;
+        let rate = done as f64 / self.seconds().max(1e-9);
+        let msg = format!(
+            "loss {:.4}  lr {:.2e}  {rate:.2} steps/s",
+            last.loss, last.lr
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(last.step as u64 + 1);
+                bar.set_message(msg);
+            }
+            None => eprintln!("step {}/{}  {msg}", last.step + 1, self.total),
+        }
+        Ok(())
+    }
+
+    pub fn println(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}
