@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "ti-xla",
     version,
+    // A flag given twice takes its last value, as argparse (the reference scripts) does.
+    args_override_self = true,
     about = "Textual Inversion for Stable Diffusion on XLA (CPU, GPU, TPU)"
 )]
 pub struct Cli {

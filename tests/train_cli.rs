@@ -1,0 +1,353 @@
+//! `ti-xla train` end to end on the tiny SD1-style fixture and the bundled sample images:
+//! the saved file's structure, a lower evaluation loss after training, resume bit for bit,
+//! 4 devices equal to 1, and one-line errors for bad input that leave no output behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use safetensors::SafeTensors;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ti-xla-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A compile cache shared by this test binary's runs, so identical programs compile once.
+fn cache_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("ti-xla-train-cache-{}", std::process::id()))
+}
+
+fn train(out: &Path, extra: &[&str]) -> std::process::Output {
+    let model = root().join("tests/fixtures/tiny-sd1");
+    let images = root().join("tests/fixtures/sample-images");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ti-xla"));
+    cmd.args(["train", "--pretrained_model_name_or_path"])
+        .arg(&model)
+        .arg("--train_data_dir")
+        .arg(&images)
+        .args([
+            "--placeholder_token",
+            "<cat-toy>",
+            "--initializer_token",
+            "toy",
+            "--resolution",
+            "16",
+        ])
+        .args([
+            "--learning_rate",
+            "5e-3",
+            "--lr_warmup_steps",
+            "0",
+            "--save_steps",
+            "0",
+        ])
+        .arg("--output_dir")
+        .arg(out)
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .args(extra);
+    cmd.output().expect("run ti-xla")
+}
+
+fn ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "ti-xla failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn embedding(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("<cat-toy>").unwrap();
+    (
+        t.shape().to_vec(),
+        t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+    )
+}
+
+fn losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("train_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn resume_continues_bit_for_bit() {
+    let (straight, split) = (temp("straight"), temp("split"));
+    ok(&train(
+        &straight,
+        &[
+            "--max_train_steps",
+            "6",
+            "--train_batch_size",
+            "2",
+            "--checkpointing_steps",
+            "0",
+        ],
+    ));
+    ok(&train(
+        &split,
+        &[
+            "--max_train_steps",
+            "3",
+            "--train_batch_size",
+            "2",
+            "--checkpointing_steps",
+            "3",
+        ],
+    ));
+    assert!(split.join("checkpoint-3/state.safetensors").is_file());
+    let resumed = train(
+        &split,
+        &[
+            "--max_train_steps",
+            "6",
+            "--train_batch_size",
+            "2",
+            "--checkpointing_steps",
+            "3",
+            "--resume_from_checkpoint",
+            "latest",
+        ],
+    );
+    ok(&resumed);
+    let a = std::fs::read(straight.join("learned_embeds.safetensors")).unwrap();
+    let b = std::fs::read(split.join("learned_embeds.safetensors")).unwrap();
+    assert_eq!(a, b, "3 steps + resume + 3 steps must equal 6 steps");
+    assert_eq!(
+        losses(&straight),
+        losses(&split),
+        "the same losses, step by step"
+    );
+    // A resume with other settings is refused.
+    let other = train(
+        &split,
+        &[
+            "--max_train_steps",
+            "9",
+            "--train_batch_size",
+            "1",
+            "--resume_from_checkpoint",
+            "latest",
+        ],
+    );
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains("train_batch_size"));
+    for d in [straight, split] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn four_devices_equal_one_device_with_the_whole_batch() {
+    let (one, four) = (temp("one"), temp("four"));
+    ok(&train(
+        &one,
+        &[
+            "--max_train_steps",
+            "3",
+            "--train_batch_size",
+            "4",
+            "--checkpointing_steps",
+            "0",
+        ],
+    ));
+    ok(&train(
+        &four,
+        &[
+            "--max_train_steps",
+            "3",
+            "--train_batch_size",
+            "1",
+            "--cpu-devices",
+            "4",
+            "--checkpointing_steps",
+            "0",
+        ],
+    ));
+    let (l1, l4) = (losses(&one), losses(&four));
+    assert_eq!(l1.len(), 3);
+    for (a, b) in l1.iter().zip(&l4) {
+        assert!((a - b).abs() <= 1e-5 * a.abs(), "loss {a} vs {b}");
+    }
+    let ((_, r1), (_, r4)) = (
+        embedding(&one.join("learned_embeds.safetensors")),
+        embedding(&four.join("learned_embeds.safetensors")),
+    );
+    let worst = r1
+        .iter()
+        .zip(&r4)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    eprintln!("1 vs 4 devices after 3 steps: max row difference {worst:e}");
+    assert!(worst <= 1e-5, "rows differ by {worst}");
+    for d in [one, four] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn saved_embedding_has_the_reference_structure() {
+    let out = temp("structure");
+    let run = train(
+        &out,
+        &[
+            "--max_train_steps",
+            "4",
+            "--train_batch_size",
+            "2",
+            "--num_vectors",
+            "2",
+            "--save_steps",
+            "2",
+            "--checkpointing_steps",
+            "0",
+        ],
+    );
+    ok(&run);
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains("learned_embeds.safetensors"),
+        "the path is printed"
+    );
+    let bytes = std::fs::read(out.join("learned_embeds.safetensors")).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    assert_eq!(
+        meta.metadata()
+            .as_ref()
+            .unwrap()
+            .get("format")
+            .map(String::as_str),
+        Some("pt")
+    );
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(
+        st.names(),
+        vec!["<cat-toy>"],
+        "one tensor keyed by the placeholder"
+    );
+    let t = st.tensor("<cat-toy>").unwrap();
+    assert_eq!(
+        (t.dtype(), t.shape()),
+        (safetensors::Dtype::F32, &[2usize, 16][..])
+    );
+    assert!(out.join("learned_embeds-steps-2.safetensors").is_file());
+    assert!(out.join("learned_embeds-steps-4.safetensors").is_file());
+    // The rows moved away from the initializer's row (both vectors start there).
+    let (_, rows) = embedding(&out.join("learned_embeds.safetensors"));
+    assert_ne!(&rows[..16], &rows[16..], "the two vectors train separately");
+    // A second run into the same folder is refused without --overwrite, and changes nothing.
+    let again = train(&out, &["--max_train_steps", "1", "--train_batch_size", "2"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--overwrite"));
+    assert_eq!(
+        std::fs::read(out.join("learned_embeds.safetensors")).unwrap(),
+        bytes
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+fn expect_one_line_error(
+    out: &Path,
+    extra: &[&str],
+    images: Option<&Path>,
+    model: Option<&Path>,
+    needle: &str,
+) {
+    let model = model
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root().join("tests/fixtures/tiny-sd1"));
+    let images = images
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root().join("tests/fixtures/sample-images"));
+    let run = Command::new(env!("CARGO_BIN_EXE_ti-xla"))
+        .args(["train", "--pretrained-model-name-or-path"])
+        .arg(&model)
+        .arg("--train-data-dir")
+        .arg(&images)
+        .args([
+            "--resolution",
+            "16",
+            "--max-train-steps",
+            "1",
+            "--train-batch-size",
+            "1",
+        ])
+        .arg("--output-dir")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert!(!run.status.success(), "{needle}: must fail");
+    assert_eq!(errors.len(), 1, "{needle}: one error line in {stderr}");
+    assert!(errors[0].contains(needle), "{needle} not in {}", errors[0]);
+    let leftovers = std::fs::read_dir(out).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(leftovers, 0, "{needle}: no partial outputs");
+}
+
+#[test]
+fn bad_input_gives_one_line_errors_and_no_outputs() {
+    let out = temp("bad");
+    let token = [
+        "--placeholder-token",
+        "<cat-toy>",
+        "--initializer-token",
+        "toy",
+    ];
+    let empty = temp("empty-images");
+    std::fs::create_dir_all(&empty).unwrap();
+    expect_one_line_error(&out, &token, Some(&empty), None, "no training images");
+    let corrupt = temp("corrupt-images");
+    std::fs::create_dir_all(&corrupt).unwrap();
+    std::fs::copy(
+        root().join("tests/fixtures/data/corrupt.jpg"),
+        corrupt.join("broken.jpg"),
+    )
+    .unwrap();
+    expect_one_line_error(&out, &token, Some(&corrupt), None, "broken.jpg");
+    expect_one_line_error(
+        &out,
+        &[
+            "--placeholder-token",
+            "<cat-toy>",
+            "--initializer-token",
+            "teddy bear",
+        ],
+        None,
+        None,
+        "not one",
+    );
+    expect_one_line_error(
+        &out,
+        &["--placeholder-token", "cat", "--initializer-token", "toy"],
+        None,
+        None,
+        "already contains",
+    );
+    expect_one_line_error(
+        &out,
+        &token,
+        None,
+        Some(&temp("no-model")),
+        "does not exist",
+    );
+    for d in [empty, corrupt] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
