@@ -10,8 +10,10 @@ takes the *target* class's default, as `XScheduler.from_config(pipe.scheduler.co
   PNDM and DDIM the (alpha_prod_t, alpha_prod_t_prev) pair each step uses, read from inside
   diffusers' step (PNDM's repeated timestep and `set_alpha_to_one` show up there).
 - steps: a whole 5-step run from a fixed float32 sample with fixed float32 model outputs (and, for
-  Euler ancestral, fixed noise patched in for `randn_tensor`), every step's output kept. diffusers
-  runs in float32 here, exactly as the pipeline calls it.
+  Euler ancestral, fixed noise patched in for `randn_tensor`), every step's output kept. Euler,
+  Euler ancestral and DPM-Solver++ run in float32 as the pipeline calls them (their `step` casts
+  to float32); PNDM and DDIM run their own step code in float64 with float64 tables (see
+  `use_float64_tables`).
 
 Deterministic (numpy seed); run from the repository root with the reference venv:
     /tmp/fxenv/bin/python scripts/make_scheduler_fixtures.py
@@ -126,22 +128,45 @@ def table(cls_name, config, overrides, n):
     return entry
 
 
+def use_float64_tables(s):
+    """PNDM and DDIM index `alphas_cumprod` and do their scalar arithmetic in the table's dtype:
+    in float32, `1 - alpha_prod_t` near t = 0 loses 1e-5 of itself, which the sample-prediction
+    DDIM step amplifies to 1.5e-5 of its output. With float64 tables (and inputs) diffusers' own
+    step code gives the exact update."""
+    cfg = s.config
+    assert cfg.trained_betas is None and not getattr(cfg, "rescale_betas_zero_snr", False)
+    n = cfg.num_train_timesteps
+    if cfg.beta_schedule == "scaled_linear":
+        betas = torch.linspace(cfg.beta_start**0.5, cfg.beta_end**0.5, n, dtype=torch.float64) ** 2
+    else:
+        assert cfg.beta_schedule == "linear"
+        betas = torch.linspace(cfg.beta_start, cfg.beta_end, n, dtype=torch.float64)
+    s.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+    s.final_alpha_cumprod = (torch.tensor(1.0, dtype=torch.float64) if cfg.set_alpha_to_one
+                             else s.alphas_cumprod[0])
+
+
 def run_steps(cls_name, config, overrides, sample, outputs, noise):
     s = make(cls_name, config, overrides)
     s.set_timesteps(STEPS)
-    x = torch.from_numpy(sample * np.float32(s.init_noise_sigma)).float()
+    # Euler, Euler ancestral and DPM-Solver++ cast the sample to float32 inside `step`.
+    dtype = torch.float64 if cls_name in ("PNDMScheduler", "DDIMScheduler") else torch.float32
+    if dtype == torch.float64:
+        use_float64_tables(s)
+    x = torch.from_numpy(sample * np.float32(s.init_noise_sigma)).to(dtype)
     draws = iter(noise)
     euler_a_module.randn_tensor = lambda *a, **k: torch.from_numpy(next(draws))
     got = []
     for i, t in enumerate(s.timesteps):
-        mo = torch.from_numpy(outputs[i])
+        mo = torch.from_numpy(outputs[i]).to(dtype)
         scaled = s.scale_model_input(x, t)
-        assert scaled.dtype == torch.float32
+        assert scaled.dtype == dtype
         x = s.step(mo, t, x).prev_sample
-        assert x.dtype == torch.float32
-        got.append([f32(v) for v in x.flatten().tolist()])
+        assert x.dtype == dtype
+        got.append([float(f"{v:.9g}") for v in x.flatten().tolist()])
     return {"scheduler": cls_name, "config": config, "overrides": overrides,
-            "num_inference_steps": STEPS, "outputs": got}
+            "num_inference_steps": STEPS, "dtype": str(dtype).removeprefix("torch."),
+            "outputs": got}
 
 
 def main():
