@@ -184,6 +184,15 @@ def main():
             for n in (20, 7) if overrides == variants[0] else (7,):
                 out["tables"].append(table(cls_name, "sd15", overrides, n))
 
+    # DPM-Solver++ and Euler options that change the tables.
+    for cls_name, overrides in [
+        ("DPMSolverMultistepScheduler", {"lambda_min_clipped": -2.5}),
+        ("DPMSolverMultistepScheduler", {"final_sigmas_type": "sigma_min"}),
+        ("EulerDiscreteScheduler", {"final_sigmas_type": "sigma_min"}),
+    ]:
+        for n in (20, 7):
+            out["tables"].append(table(cls_name, "sd15", overrides, n))
+
     rng = np.random.RandomState(0)
     n = int(np.prod(DIMS))
     sample = rng.standard_normal(DIMS).astype(np.float32)
@@ -211,6 +220,8 @@ def main():
         ("DPMSolverMultistepScheduler", "sd15", {}),
         ("DPMSolverMultistepScheduler", "sd21", {}),
         ("DPMSolverMultistepScheduler", "sd15", {"prediction_type": "sample"}),
+        ("DPMSolverMultistepScheduler", "sd15", {"solver_type": "heun",
+                                                 "final_sigmas_type": "sigma_min"}),
     ]
     for cls_name, config, overrides in cases:
         out["steps"].append(run_steps(cls_name, config, overrides, sample, outputs, noise))
