@@ -351,3 +351,132 @@ fn bad_input_gives_one_line_errors_and_no_outputs() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+/// The loss of the step program on a fixed batch (every sample image, fixed latent noise,
+/// diffusion noise and timesteps) with the given placeholder row.
+fn eval_loss(row: &[f32]) -> f64 {
+    use std::collections::HashMap;
+    use ti_xla::data::dataset::{Sample, TrainImages};
+    use ti_xla::model_folder::ModelFolder;
+    use ti_xla::pjrt::DeviceBuffer;
+    use ti_xla::rng::Key;
+    use ti_xla::tokenizer::ClipTokenizer;
+    use ti_xla::train::step::CompiledStep;
+    use xla_graphs::programs::train_step::{LatentSource, TrainStepConfig};
+
+    let model = root().join("tests/fixtures/tiny-sd1");
+    let folder = ModelFolder::open(model.to_str().unwrap(), None, None).unwrap();
+    let (images, _) =
+        TrainImages::load(&root().join("tests/fixtures/sample-images"), 16, false).unwrap();
+    let repeats = 4;
+    let b = images.len() * repeats;
+    let config = TrainStepConfig {
+        text_encoder: folder.text_encoder.clone(),
+        unet: folder.unet.clone(),
+        vae: folder.vae.clone(),
+        noise: serde_json::from_value(folder.scheduler.clone()).unwrap(),
+        compute_dtype: xla_graphs::DType::F32,
+        batch: b,
+        resolution: 16,
+        seq_len: 77,
+        num_vectors: 1,
+        num_devices: 1,
+        latents: LatentSource::Encode,
+        adamw: Default::default(),
+        gradient_accumulation_steps: 1,
+        explicit_randomness: true,
+    };
+    let client = ti_xla::testing::cpu_client(1).unwrap();
+    let step = CompiledStep::new(&client, &folder, config).unwrap();
+    let mut tok = ClipTokenizer::from_dir(folder.component("tokenizer")).unwrap();
+    tok.add_placeholder_tokens("<cat-toy>", 1).unwrap();
+    let samples: Vec<Sample> = (0..b)
+        .map(|i| Sample {
+            image: i % images.len(),
+            template: 0,
+            flip: false,
+        })
+        .collect();
+    let px: Vec<f32> = images
+        .pixel_values(&samples)
+        .iter()
+        .map(|v| v.to_f32())
+        .collect();
+    let ids: Vec<i32> = (0..b)
+        .flat_map(|_| tok.encode("a photo of a <cat-toy>").unwrap())
+        .map(|i| i as i32)
+        .collect();
+    let latent = b * 4 * 8 * 8;
+    let key = Key::from_seed(7);
+    let (eps, noise) = (
+        key.fold_in(0).normal_f32(latent),
+        key.fold_in(1).normal_f32(latent),
+    );
+    let t: Vec<i32> = (0..b as i32).map(|i| 50 + 60 * i).collect();
+    let up = |v: &[f32], dims: &[i64]| client.buffer_from_host(v, dims, 0).unwrap();
+    let bufs: Vec<(&str, DeviceBuffer)> = vec![
+        ("pixel_values", up(&px, &[b as i64, 3, 16, 16])),
+        (
+            "input_ids",
+            client.buffer_from_host(&ids, &[b as i64, 77], 0).unwrap(),
+        ),
+        ("latent_eps", up(&eps, &[b as i64, 4, 8, 8])),
+        ("noise", up(&noise, &[b as i64, 4, 8, 8])),
+        (
+            "timesteps",
+            client.buffer_from_host(&t, &[b as i64], 0).unwrap(),
+        ),
+        ("rows", up(row, &[1, 16])),
+        ("exp_avg", up(&[0.0; 16], &[1, 16])),
+        ("exp_avg_sq", up(&[0.0; 16], &[1, 16])),
+        ("grad_acc", up(&[0.0; 16], &[1, 16])),
+        ("lr", up(&[0.0], &[])),
+        ("step", up(&[1.0], &[])),
+        ("apply", up(&[0.0], &[])),
+    ];
+    let named: HashMap<&str, &DeviceBuffer> = bufs.iter().map(|(k, v)| (*k, v)).collect();
+    let out = step.run(&[named]).unwrap().remove(0);
+    out[4].to_vec::<f32>().unwrap()[0] as f64
+}
+
+#[test]
+fn training_lowers_a_fixed_evaluation_loss() {
+    let out = temp("eval");
+    ok(&train(
+        &out,
+        &[
+            "--max_train_steps",
+            "150",
+            "--train_batch_size",
+            "4",
+            "--checkpointing_steps",
+            "0",
+            "--num_vectors",
+            "1",
+        ],
+    ));
+    let (_, trained) = embedding(&out.join("learned_embeds.safetensors"));
+    // The starting row is the initializer's ("toy"), as the trainer sets it.
+    let files = ti_xla::weights::WeightFiles::open(&[
+        root().join("tests/fixtures/tiny-sd1/text_encoder/model.safetensors")
+    ])
+    .unwrap();
+    let table = files
+        .read_as(
+            "text_model.embeddings.token_embedding.weight",
+            xla_graphs::DType::F32,
+        )
+        .unwrap();
+    let toy = 5988usize; // "toy</w>" in the CLIP vocabulary (REFERENCE.md's check string)
+    let start: Vec<f32> = table[toy * 64..(toy + 1) * 64]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let (before, after) = (eval_loss(&start), eval_loss(&trained));
+    eprintln!("fixed evaluation loss: before {before:.5}, after {after:.5}");
+    assert!(
+        after < before,
+        "training should lower the evaluation loss: {before} -> {after}"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
