@@ -182,7 +182,7 @@ pub fn build_train_step(c: &TrainStepConfig) -> Result<TrainStepProgram> {
     let diff = pred.convert(DType::F32)?.subtract(&target)?;
     let count = diff.dims().iter().product::<i64>() as f64;
     let loss = diff.square()?.sum_all()?.mul_scalar(1.0 / count)?;
-    let (loss, grads) = value_and_grad(&loss, &[rows.clone()])?;
+    let (loss, grads) = value_and_grad(&loss, std::slice::from_ref(&rows))?;
     let (loss, grad) = mean_over_devices(&loss, &grads[0], c.num_devices)?;
 
     let grad_total = grad_acc.add(&grad.mul_scalar(1.0 / c.gradient_accumulation_steps as f64)?)?;
