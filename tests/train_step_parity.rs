@@ -247,3 +247,48 @@ fn cached_latent_moments_give_the_same_step() {
     check_step("tiny-sd1", LatentSource::Cached { entries: 2 });
     check_step("tiny-sd2", LatentSource::Cached { entries: 3 });
 }
+
+#[test]
+fn forward_command_runs_the_step_from_a_file() {
+    let model = "tiny-sd2";
+    let r = reference(model);
+    let out = std::env::temp_dir().join(format!(
+        "ti-xla-forward-step-{}.safetensors",
+        std::process::id()
+    ));
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ti-xla"))
+        .args(["forward", "--component", "train_step", "--model"])
+        .arg(fixture(model))
+        .arg("--inputs")
+        .arg(fixture(model).join("reference/train_step.safetensors"))
+        .arg("--output")
+        .arg(&out)
+        .args([
+            "--placeholder-token",
+            "<cat-toy>",
+            "--learning-rate",
+            &r.meta["learning_rate"],
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let read = |name: &str| -> Vec<f32> {
+        st.tensor(name)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let loss = read("loss")[0] as f64;
+    assert!(((loss - r.get("loss").1[0]) / r.get("loss").1[0]).abs() <= 1e-4);
+    assert!(max_rel(&read("grad_rows"), &r.get("grad_rows").1).1 <= 1e-4);
+    assert!(max_rel(&read("rows"), &r.get("rows_after").1).1 <= 1e-5);
+    std::fs::remove_file(&out).unwrap();
+}

@@ -4,6 +4,7 @@
 //! compiling, feeding weights, running and writing are shared.
 
 mod text_encoder;
+mod train_step;
 mod unet;
 mod vae;
 
@@ -34,6 +35,11 @@ pub enum Component {
     /// `latents` -> `sample`.
     #[value(name = "vae_decoder")]
     VaeDecoder,
+    /// One Textual Inversion step with its random draws given: `pixel_values`, `input_ids`
+    /// (holding the placeholder ids), `latent_eps`, `noise`, `timesteps`, `rows` -> `loss`,
+    /// `grad_rows`, `rows` (after one AdamW step from zero moments).
+    #[value(name = "train_step")]
+    TrainStep,
 }
 
 impl Component {
@@ -43,6 +49,7 @@ impl Component {
             Component::Unet => "unet",
             Component::VaeEncoder => "vae_encoder",
             Component::VaeDecoder => "vae_decoder",
+            Component::TrainStep => "train_step",
         }
     }
 }
@@ -90,6 +97,8 @@ pub struct ForwardArgs {
     /// reference files of tests/fixtures (e.g. `debug.encoder.layers.0`).
     #[arg(long)]
     pub debug: bool,
+    #[command(flatten)]
+    pub step: train_step::StepFlags,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -155,11 +164,17 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
     )?;
     let inputs = TensorFile::open(&args.inputs)?;
     let dtype = args.dtype.dtype();
+    if args.component == Component::TrainStep {
+        let outputs = train_step::run(&folder, &inputs, dtype, &args.step, &args.device)?;
+        return write_f32_atomic(&args.output, &outputs, None)
+            .with_context(|| format!("cannot write the outputs to {}", args.output.display()));
+    }
     let prepared = match args.component {
         Component::TextEncoder => text_encoder::prepare(&folder, &inputs, dtype, args.debug)?,
         Component::Unet => unet::prepare(&folder, &inputs, dtype, args.debug)?,
         Component::VaeEncoder => vae::prepare_encoder(&folder, &inputs, dtype, args.debug)?,
         Component::VaeDecoder => vae::prepare_decoder(&folder, &inputs, dtype, args.debug)?,
+        Component::TrainStep => unreachable!("handled above"),
     };
     let outputs = execute(&folder, &args.device, args.component, &prepared)?;
     write_f32_atomic(&args.output, &outputs, None)
