@@ -272,6 +272,13 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         &buffers[0][0].to_vec::<f32>()?,
         run.hidden,
     )?;
+    // The whole run's curve, from the log (which a resumed run appends to).
+    let logged: Vec<f64> = std::fs::read_to_string(out.join("train_log.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
+        .collect();
+    super::loss_plot::write(&out.join("loss.png"), &logged, &[])?;
     Ok(TrainOutcome {
         learned_embeds,
         steps: state.step,
