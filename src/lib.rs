@@ -6,6 +6,7 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod export;
+pub mod full_pipeline;
 pub mod model_folder;
 pub mod model_weights;
 pub mod pjrt;

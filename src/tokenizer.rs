@@ -150,6 +150,18 @@ impl ClipTokenizer {
             }
         }
         inner.add_special_tokens(&specials);
+        // Tokens a trainer added (a saved full pipeline's placeholders), in id order.
+        for (id, content) in config.added_tokens() {
+            if inner.token_to_id(&content).is_none() {
+                inner.add_tokens(&[AddedToken::from(content.clone(), false)]);
+                if inner.token_to_id(&content) != Some(id) {
+                    bail!(
+                        "{}: added token {content:?} should have id {id} but the vocabulary does not reach it",
+                        dir.display()
+                    );
+                }
+            }
+        }
         let pad_id = inner.token_to_id(&pad_token).ok_or_else(|| {
             anyhow!(
                 "{}: pad token {pad_token:?} is not in the vocabulary",
@@ -299,6 +311,8 @@ pub fn placeholder_token_names(token: &str, num_vectors: usize) -> Vec<String> {
 struct TokenizerConfig {
     config: Value,
     special_tokens_map: Value,
+    /// `added_tokens.json`: `{token: id}`.
+    added: Value,
 }
 
 impl TokenizerConfig {
@@ -316,6 +330,7 @@ impl TokenizerConfig {
         Ok(Self {
             config: read("tokenizer_config.json")?,
             special_tokens_map: read("special_tokens_map.json")?,
+            added: read("added_tokens.json")?,
         })
     }
 
@@ -329,6 +344,39 @@ impl TokenizerConfig {
             _ => None,
         };
         content(&self.special_tokens_map).or_else(|| content(&self.config))
+    }
+
+    /// Non-special added tokens with their ids, ascending: `added_tokens_decoder` of
+    /// `tokenizer_config.json` and the older `added_tokens.json` (read into `added`).
+    fn added_tokens(&self) -> Vec<(u32, String)> {
+        let mut out: Vec<(u32, String)> = Vec::new();
+        if let Some(map) = self
+            .config
+            .get("added_tokens_decoder")
+            .and_then(Value::as_object)
+        {
+            for (id, t) in map {
+                let special = t.get("special").and_then(Value::as_bool).unwrap_or(false);
+                if let (Ok(id), Some(content), false) = (
+                    id.parse(),
+                    t.get("content").and_then(Value::as_str),
+                    special,
+                ) {
+                    out.push((id, content.to_owned()));
+                }
+            }
+        }
+        if let Some(map) = self.added.as_object() {
+            for (content, id) in map {
+                if let Some(id) = id.as_u64() {
+                    if !out.iter().any(|(_, c)| c == content) {
+                        out.push((id as u32, content.clone()));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     /// `model_max_length`, unless missing or transformers' "no limit" sentinel (about 1e30).

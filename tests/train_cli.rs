@@ -480,3 +480,78 @@ fn training_lowers_a_fixed_evaluation_loss() {
     );
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn full_pipeline_differs_from_the_base_model_only_in_the_new_rows() {
+    let out = temp("pipeline");
+    ok(&train(
+        &out,
+        &[
+            "--max_train_steps",
+            "2",
+            "--train_batch_size",
+            "2",
+            "--num_vectors",
+            "2",
+            "--checkpointing_steps",
+            "0",
+            "--save_as_full_pipeline",
+        ],
+    ));
+    let base = root().join("tests/fixtures/tiny-sd1");
+    for file in [
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+        "model_index.json",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+    ] {
+        assert_eq!(
+            std::fs::read(base.join(file)).unwrap(),
+            std::fs::read(out.join(file)).unwrap(),
+            "{file} is copied unchanged"
+        );
+    }
+    let read = |dir: &Path| {
+        ti_xla::weights::WeightFiles::open(&[dir.join("text_encoder/model.safetensors")]).unwrap()
+    };
+    let (old, new) = (read(&base), read(&out));
+    let f32s = |f: &ti_xla::weights::WeightFiles, n: &str| -> Vec<f32> {
+        f.read_as(n, xla_graphs::DType::F32)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let table = "text_model.embeddings.token_embedding.weight";
+    for name in old
+        .names()
+        .filter(|n| *n != table && !n.ends_with("position_ids"))
+    {
+        assert_eq!(f32s(&old, name), f32s(&new, name), "{name} unchanged");
+    }
+    let (t_old, t_new) = (f32s(&old, table), f32s(&new, table));
+    assert_eq!(new.shape(table), Some(&[49410usize, 16][..]));
+    assert_eq!(
+        &t_new[..t_old.len()],
+        &t_old[..],
+        "every original row is unchanged"
+    );
+    let (_, learned) = embedding(&out.join("learned_embeds.safetensors"));
+    assert_eq!(
+        &t_new[t_old.len()..],
+        &learned[..],
+        "the new rows are the learned ones"
+    );
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("text_encoder/config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["vocab_size"], 49410);
+    // The saved tokenizer knows the tokens, at the rows' ids.
+    let tok = ti_xla::tokenizer::ClipTokenizer::from_dir(out.join("tokenizer")).unwrap();
+    let ids = tok.encode("a photo of <cat-toy> <cat-toy>_1").unwrap();
+    assert_eq!(&ids[..6], &[49406, 320, 1125, 539, 49408, 49409]);
+    std::fs::remove_dir_all(&out).unwrap();
+}

@@ -272,6 +272,24 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         &buffers[0][0].to_vec::<f32>()?,
         run.hidden,
     )?;
+    if args.save_as_full_pipeline {
+        let tokenizer = args
+            .tokenizer_name
+            .clone()
+            .unwrap_or_else(|| run.folder.component("tokenizer"));
+        let names =
+            crate::tokenizer::placeholder_token_names(&args.placeholder_token, args.num_vectors);
+        crate::full_pipeline::save_full_pipeline(
+            &run.folder.root,
+            &tokenizer,
+            run.folder.variant.as_deref(),
+            out,
+            &names,
+            run.placeholder_ids[0] as usize,
+            &buffers[0][0].to_vec::<f32>()?,
+            run.hidden,
+        )?;
+    }
     // The whole run's curve, from the log (which a resumed run appends to).
     let logged: Vec<f64> = std::fs::read_to_string(out.join("train_log.jsonl"))
         .unwrap_or_default()

@@ -1,0 +1,175 @@
+//! `--save-as-full-pipeline`: a diffusers folder that knows the new tokens. Every file of the
+//! base model is copied, except that the text encoder's token table gains the learned rows
+//! after the vocabulary (`vocab_size` grows to match) and the tokenizer lists the new tokens
+//! (`added_tokens_decoder` in `tokenizer_config.json`, `added_tokens.json`, and `added_tokens`
+//! of a `tokenizer.json`), as `pipeline.save_pretrained` writes them after training.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use xla_graphs::DType;
+
+use crate::tensor_file::{write_f32_atomic, F32Tensor};
+use crate::weights::{component_files, WeightFiles};
+
+const TOKEN_TABLE: &str = "text_model.embeddings.token_embedding.weight";
+
+/// Writes the pipeline into `out` (created; files already there are replaced).
+pub fn save_full_pipeline(
+    model: &Path,
+    tokenizer: &Path,
+    variant: Option<&str>,
+    out: &Path,
+    tokens: &[String],
+    first_id: usize,
+    rows: &[f32],
+    hidden: usize,
+) -> Result<()> {
+    if rows.len() != tokens.len() * hidden {
+        bail!(
+            "{} learned values for {} token(s) of width {hidden}",
+            rows.len(),
+            tokens.len()
+        );
+    }
+    copy_tree(model, out, &|rel: &Path| {
+        // Rewritten below; other variants' weight files would disagree with the new table.
+        rel.starts_with("text_encoder")
+            && rel
+                .extension()
+                .is_some_and(|e| e == "safetensors" || e == "bin" || e == "json")
+    })?;
+    write_text_encoder(
+        model,
+        variant,
+        &out.join("text_encoder"),
+        first_id,
+        rows,
+        hidden,
+    )?;
+    copy_tree(tokenizer, &out.join("tokenizer"), &|_| false)?;
+    write_tokenizer(tokenizer, &out.join("tokenizer"), tokens, first_id)
+}
+
+/// Copies `from` into `to`, skipping files for which `skip(relative path)` holds.
+fn copy_tree(from: &Path, to: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<()> {
+    fn walk(root: &Path, dir: &Path, to: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<()> {
+        for entry in
+            std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?
+        {
+            let path = entry?.path();
+            let rel = path.strip_prefix(root).expect("inside the root");
+            let name = rel.to_string_lossy();
+            if name.starts_with('.') || name.contains("/.") {
+                continue;
+            }
+            if path.is_dir() {
+                walk(root, &path, to, skip)?;
+            } else if !skip(rel) {
+                let target = to.join(rel);
+                std::fs::create_dir_all(target.parent().expect("a file has a parent"))?;
+                std::fs::copy(&path, &target).with_context(|| {
+                    format!("cannot copy {} to {}", path.display(), target.display())
+                })?;
+            }
+        }
+        Ok(())
+    }
+    walk(from, from, to, skip)
+}
+
+fn write_text_encoder(
+    model: &Path,
+    variant: Option<&str>,
+    out: &Path,
+    first_id: usize,
+    rows: &[f32],
+    hidden: usize,
+) -> Result<()> {
+    let dir = model.join("text_encoder");
+    let files = WeightFiles::open(&component_files(&dir, "model", variant)?)?;
+    let to_f32 = |b: Vec<u8>| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let mut tensors = Vec::new();
+    for name in files.names() {
+        let shape = files.shape(name).expect("listed").to_vec();
+        // Integer buffers (the legacy position_ids) are not weights; transformers rebuilds them.
+        let Ok(bytes) = files.read_as(name, DType::F32) else {
+            continue;
+        };
+        let mut values = to_f32(bytes);
+        let mut shape = shape;
+        if name == TOKEN_TABLE {
+            if shape != [first_id, hidden] {
+                bail!("the token table is {shape:?}, expected [{first_id}, {hidden}]");
+            }
+            values.extend_from_slice(rows);
+            shape[0] += rows.len() / hidden;
+        }
+        tensors.push(F32Tensor {
+            name: name.to_string(),
+            shape,
+            values,
+        });
+    }
+    std::fs::create_dir_all(out)?;
+    write_f32_atomic(
+        &out.join("model.safetensors"),
+        &tensors,
+        Some([("format".to_string(), "pt".to_string())].into()),
+    )?;
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
+    config["vocab_size"] = json!(first_id + rows.len() / hidden);
+    crate::atomic_file::write_atomic(
+        &out.join("config.json"),
+        serde_json::to_string_pretty(&config)?.as_bytes(),
+    )
+}
+
+fn write_tokenizer(from: &Path, out: &Path, tokens: &[String], first_id: usize) -> Result<()> {
+    let read = |name: &str| -> Result<Option<Value>> {
+        let p = from.join(name);
+        if !p.is_file() {
+            return Ok(None);
+        }
+        Ok(Some(
+            serde_json::from_str(&std::fs::read_to_string(&p)?)
+                .with_context(|| format!("{} is not JSON", p.display()))?,
+        ))
+    };
+    let write = |name: &str, v: &Value| {
+        crate::atomic_file::write_atomic(
+            &out.join(name),
+            serde_json::to_string_pretty(v)?.as_bytes(),
+        )
+    };
+    let entry = |t: &str| json!({"content": t, "lstrip": false, "normalized": true, "rstrip": false, "single_word": false, "special": false});
+    let mut config = read("tokenizer_config.json")?.unwrap_or_else(|| json!({}));
+    if !config["added_tokens_decoder"].is_object() {
+        config["added_tokens_decoder"] = json!({});
+    }
+    let mut added = read("added_tokens.json")?.unwrap_or_else(|| json!({}));
+    for (i, t) in tokens.iter().enumerate() {
+        config["added_tokens_decoder"][(first_id + i).to_string()] = entry(t);
+        added[t] = json!(first_id + i);
+    }
+    write("tokenizer_config.json", &config)?;
+    write("added_tokens.json", &added)?;
+    if let Some(mut tj) = read("tokenizer.json")? {
+        let list = tj["added_tokens"]
+            .as_array_mut()
+            .context("tokenizer.json has no added_tokens list")?;
+        for (i, t) in tokens.iter().enumerate() {
+            let mut e = entry(t);
+            e["id"] = json!(first_id + i);
+            list.push(e);
+        }
+        write("tokenizer.json", &tj)?;
+    }
+    Ok(())
+}
