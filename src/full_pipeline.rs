@@ -15,17 +15,29 @@ use crate::weights::{component_files, WeightFiles};
 
 const TOKEN_TABLE: &str = "text_model.embeddings.token_embedding.weight";
 
+/// The trained tokens: their names, the id of the first (the rest follow) and their rows.
+#[derive(Clone, Copy)]
+pub struct LearnedTokens<'a> {
+    pub names: &'a [String],
+    pub first_id: usize,
+    pub rows: &'a [f32],
+    pub hidden: usize,
+}
+
 /// Writes the pipeline into `out` (created; files already there are replaced).
 pub fn save_full_pipeline(
     model: &Path,
     tokenizer: &Path,
     variant: Option<&str>,
     out: &Path,
-    tokens: &[String],
-    first_id: usize,
-    rows: &[f32],
-    hidden: usize,
+    learned: &LearnedTokens<'_>,
 ) -> Result<()> {
+    let LearnedTokens {
+        names: tokens,
+        first_id,
+        rows,
+        hidden,
+    } = *learned;
     if rows.len() != tokens.len() * hidden {
         bail!(
             "{} learned values for {} token(s) of width {hidden}",

@@ -122,7 +122,7 @@ mod tests {
         );
         let (mx, _) = to_pixel(25, 50, 0.0, 0.0, 1.0);
         assert_eq!(
-            *img.get_pixel(mx as u32, (MARGIN + 5) as u32),
+            *img.get_pixel(mx as u32, MARGIN + 5),
             MARK,
             "validation mark"
         );

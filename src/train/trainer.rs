@@ -279,16 +279,15 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
             .unwrap_or_else(|| run.folder.component("tokenizer"));
         let names =
             crate::tokenizer::placeholder_token_names(&args.placeholder_token, args.num_vectors);
-        crate::full_pipeline::save_full_pipeline(
-            &run.folder.root,
-            &tokenizer,
-            run.folder.variant.as_deref(),
-            out,
-            &names,
-            run.placeholder_ids[0] as usize,
-            &buffers[0][0].to_vec::<f32>()?,
-            run.hidden,
-        )?;
+        let rows = buffers[0][0].to_vec::<f32>()?;
+        let learned = crate::full_pipeline::LearnedTokens {
+            names: &names,
+            first_id: run.placeholder_ids[0] as usize,
+            rows: &rows,
+            hidden: run.hidden,
+        };
+        let (root, variant) = (&run.folder.root, run.folder.variant.as_deref());
+        crate::full_pipeline::save_full_pipeline(root, &tokenizer, variant, out, &learned)?;
     }
     // The whole run's curve, from the log (which a resumed run appends to).
     let logged: Vec<f64> = std::fs::read_to_string(out.join("train_log.jsonl"))
