@@ -118,15 +118,22 @@ pub fn open_client(args: &DeviceArgs) -> Result<Client> {
         )],
         _ => Vec::new(),
     };
+    let hint = match args.device {
+        DeviceKind::Cpu => "",
+        DeviceKind::Gpu => {
+            "; is an NVIDIA GPU with its driver present (`nvidia-smi` should list it)?"
+        }
+        DeviceKind::Tpu => "; is this a cloud TPU VM, and is no other process holding the TPU?",
+    };
     let mut client = Client::new(plugin, &options).with_context(|| {
         format!(
-            "cannot open a {} client with {}",
+            "cannot open a {} client with {}{hint}",
             args.device.name(),
             path.display()
         )
     })?;
     if client.device_count() == 0 {
-        bail!("the {} plugin found no devices", args.device.name());
+        bail!("the {} plugin found no devices{hint}", args.device.name());
     }
     if !args.no_compile_cache {
         let dir = args
