@@ -141,6 +141,12 @@ pub fn attention(
 /// `softmax(q k^T / sqrt(d)) v` over heads laid out as `[B, L, H, d]` (how the projections
 /// produce them), returned as `[B, Lq, H, d]`. Batching over B and H in place traces no
 /// transposes before the products.
+///
+/// The score matrix `[B, H, Lq, Lk]` is the one large tensor (512 MB per layer at SD's 64x64
+/// latents), so each elementwise pass over it costs a memory sweep: the scale is applied to q
+/// before the product and the softmax denominator after the second product (on `[.., d]`
+/// rows), leaving max, exp and sum as the only passes. Equal to the textbook order up to
+/// rounding.
 pub fn multi_head_attention(q: &Tensor, k: &Tensor, v: &Tensor, upcast: bool) -> Result<Tensor> {
     let dtype = q.dtype();
     let head_dim = q.dims()[3];
@@ -150,6 +156,8 @@ pub fn multi_head_attention(q: &Tensor, k: &Tensor, v: &Tensor, upcast: bool) ->
     } else {
         (q.clone(), k.clone())
     };
+    let q = q.mul_scalar(1.0 / (head_dim as f64).sqrt())?;
+    let to_wide = (q.dtype() != wide).then_some(wide);
     // [B, Lq, H, d] x [B, Lk, H, d] -> [B, H, Lq, Lk]
     let qk = DotGeneral {
         dims: DotDimensionNumbers {
@@ -158,26 +166,38 @@ pub fn multi_head_attention(q: &Tensor, k: &Tensor, v: &Tensor, upcast: bool) ->
             lhs_contracting_dimensions: vec![3],
             rhs_contracting_dimensions: vec![3],
         },
-        result_dtype: (q.dtype() != wide).then_some(wide),
+        result_dtype: to_wide,
         ..DotGeneral::default()
     };
-    let scores = q
-        .dot_general_with(&k, qk)?
-        .mul_scalar(1.0 / (head_dim as f64).sqrt())?;
-    let probs = nn::softmax(&scores, 3)?;
-    let probs = if wide == dtype {
-        probs
+    let scores = q.dot_general_with(&k, qk)?;
+    let sd = scores.dims();
+    // The row maximum only keeps exp in range; it cancels out, so autodiff may ignore it.
+    let max = scores.reduce_max(&[3])?.stop_gradient()?;
+    let e = scores
+        .subtract(&nn::expand_reduced(&max, &sd, &[3])?)?
+        .exponential()?;
+    let denominator = e.reduce_sum(&[3])?;
+    let e = if wide == dtype { e } else { e.convert(dtype)? };
+    // [B, H, Lq, Lk] x [B, Lk, H, d] -> [B, H, Lq, d], accumulated in the wide dtype.
+    let pv = DotGeneral {
+        dims: DotDimensionNumbers {
+            lhs_batching_dimensions: vec![0, 1],
+            rhs_batching_dimensions: vec![0, 2],
+            lhs_contracting_dimensions: vec![3],
+            rhs_contracting_dimensions: vec![1],
+        },
+        result_dtype: (wide != dtype).then_some(wide),
+        ..DotGeneral::default()
+    };
+    let out = e.dot_general_with(v, pv)?;
+    let od = out.dims();
+    let out = out.divide(&nn::expand_reduced(&denominator, &od, &[3])?)?;
+    let out = if wide == dtype {
+        out
     } else {
-        probs.convert(dtype)?
+        out.convert(dtype)?
     };
-    // [B, H, Lq, Lk] x [B, Lk, H, d] -> [B, H, Lq, d]
-    let pv = DotDimensionNumbers {
-        lhs_batching_dimensions: vec![0, 1],
-        rhs_batching_dimensions: vec![0, 2],
-        lhs_contracting_dimensions: vec![3],
-        rhs_contracting_dimensions: vec![1],
-    };
-    probs.dot_general(v, pv)?.transpose(&[0, 2, 1, 3])
+    out.transpose(&[0, 2, 1, 3])
 }
 
 fn shape_error(t: &Tensor, reason: String) -> GraphError {
