@@ -7,6 +7,7 @@ pub mod data;
 pub mod device;
 pub mod export;
 pub mod full_pipeline;
+pub mod generate;
 pub mod model_folder;
 pub mod model_weights;
 pub mod pjrt;

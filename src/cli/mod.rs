@@ -2,6 +2,7 @@
 
 mod devices;
 mod forward;
+mod generate;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ pub enum Command {
     /// Run one model component (text_encoder, unet, vae_encoder, vae_decoder) on tensors
     /// from a safetensors file and write its outputs to another.
     Forward(forward::ForwardArgs),
+    /// Make images from a prompt with learned tokens (one sample per device by default).
+    Generate(Box<generate::GenerateArgs>),
     /// Learn a new token's embedding (Textual Inversion) from a folder of 3-5 photos.
     Train(Box<train::TrainArgs>),
 }
@@ -35,6 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Devices(args) => devices::run(&args),
         Command::Forward(args) => forward::run(&args),
+        Command::Generate(args) => generate::run(&args),
         Command::Train(args) => train::run(&args),
     }
 }

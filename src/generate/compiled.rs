@@ -1,0 +1,86 @@
+//! A program compiled once for N devices (one replica each) with its frozen weights uploaded to
+//! every device, run with the remaining inputs given by the names the program declared.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context, Result};
+use xla_graphs::models::params::{ParamKind, ParamSpec};
+
+use crate::model_weights::DeviceWeights;
+use crate::pjrt::{Client, CompileOptions, DeviceBuffer, LoadedExecutable};
+
+pub struct CompiledProgram {
+    exe: LoadedExecutable,
+    weights: DeviceWeights,
+    /// The non-weight arguments in argument order.
+    inputs: Vec<ParamSpec>,
+    what: &'static str,
+}
+
+impl CompiledProgram {
+    /// Compiles `text` for devices `0..devices`; `upload` puts the weights among `args` on them.
+    pub fn new(
+        client: &Client,
+        what: &'static str,
+        text: &str,
+        args: &[ParamSpec],
+        devices: usize,
+        upload: impl FnOnce() -> Result<DeviceWeights>,
+    ) -> Result<CompiledProgram> {
+        let exe = client
+            .compile(text, &CompileOptions::replicated(devices))
+            .with_context(|| format!("cannot compile the {what}"))?;
+        Ok(CompiledProgram {
+            exe,
+            weights: upload()?,
+            inputs: args
+                .iter()
+                .filter(|s| s.kind == ParamKind::Input)
+                .cloned()
+                .collect(),
+            what,
+        })
+    }
+
+    /// Runs the program; `inputs[d]` maps every input name to device d's buffer. Returns each
+    /// device's outputs.
+    pub fn run(&self, inputs: &[HashMap<&str, &DeviceBuffer>]) -> Result<Vec<Vec<DeviceBuffer>>> {
+        let lists = inputs
+            .iter()
+            .enumerate()
+            .map(|(d, named)| {
+                self.inputs
+                    .iter()
+                    .map(|spec| {
+                        let buf = named.get(spec.name.as_str()).with_context(|| {
+                            format!("no {} for device {d} in the {}", spec.name, self.what)
+                        })?;
+                        if buf.dims() != spec.shape.dims || buf.dtype() != spec.shape.dtype {
+                            bail!(
+                                "{} on device {d} is {}{:?}, the {} expects {}{:?}",
+                                spec.name,
+                                buf.dtype(),
+                                buf.dims(),
+                                self.what,
+                                spec.shape.dtype,
+                                spec.shape.dims
+                            );
+                        }
+                        Ok(*buf)
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let args = self.weights.arguments(&lists)?;
+        self.exe.execute(&args).map_err(|e| {
+            if e.is_out_of_memory() {
+                anyhow::anyhow!(
+                    "the device ran out of memory in the {}: lower --num-samples, --height and --width, or use --mixed-precision bf16 ({e})",
+                    self.what
+                )
+            } else {
+                anyhow::Error::new(e).context(format!("the {} failed", self.what))
+            }
+        })
+    }
+}

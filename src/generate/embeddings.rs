@@ -1,0 +1,241 @@
+//! Learned embedding files, as diffusers' `load_textual_inversion` reads them: a diffusers
+//! file (one tensor keyed by its token, `[n, D]` or `[D]`), an A1111/kohya safetensors file
+//! (`emb_params`, or `string_to_param.*` from a flattened A1111 dict, named by the metadata's
+//! `name` or the file name), then the tokens added to the tokenizer after the vocabulary and
+//! multi-vector tokens expanded in prompts (`P` -> `P P_1 P_2`).
+//! PyTorch pickles (A1111 `.pt`, diffusers `.bin`) are refused: unpickling can run code.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use half::{bf16, f16};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::tokenizer::{placeholder_token_names, ClipTokenizer};
+
+/// The key of A1111's (and kohya's) safetensors embeddings.
+const EMB_PARAMS: &str = "emb_params";
+/// `string_to_param["*"]` of an A1111 `.pt` dict once flattened into safetensors.
+const STRING_TO_PARAM: &str = "string_to_param.*";
+
+/// One learned token and its vectors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LearnedEmbedding {
+    pub token: String,
+    pub hidden: usize,
+    /// Row-major `[num_vectors, hidden]`.
+    pub rows: Vec<f32>,
+    pub path: PathBuf,
+}
+
+impl LearnedEmbedding {
+    pub fn num_vectors(&self) -> usize {
+        self.rows.len() / self.hidden
+    }
+
+    /// The tokens the prompt uses: `P`, `P_1`, ...
+    pub fn token_names(&self) -> Vec<String> {
+        placeholder_token_names(&self.token, self.num_vectors())
+    }
+}
+
+/// Reads an embedding file; `token` replaces the name stored in it.
+pub fn read_embedding(path: &Path, token: Option<&str>) -> Result<LearnedEmbedding> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // torch.save writes a zip archive (or, before torch 1.6, a bare pickle).
+    if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
+        bail!(
+            "{} is a PyTorch pickle (.pt/.bin), which ti-xla does not load because unpickling can run code; convert it to safetensors first (safetensors.torch.save_file)",
+            path.display()
+        );
+    }
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a safetensors embedding file ({e})",
+            path.display()
+        )
+    })?;
+    let metadata_name = SafeTensors::read_metadata(&bytes)
+        .ok()
+        .and_then(|(_, m)| m.metadata().as_ref()?.get("name").cloned());
+    let stem = || {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    let (key, stored_name) = if names.iter().any(|n| n == STRING_TO_PARAM) {
+        (
+            STRING_TO_PARAM.to_string(),
+            metadata_name.unwrap_or_else(stem),
+        )
+    } else if names.iter().any(|n| n == EMB_PARAMS) {
+        (EMB_PARAMS.to_string(), metadata_name.unwrap_or_else(stem))
+    } else if names.len() == 1 {
+        (names[0].clone(), names[0].clone())
+    } else {
+        bail!(
+            "{} is not an embedding file ti-xla knows: it holds {}; expected one tensor named by its token (diffusers), `{EMB_PARAMS}` (A1111, kohya) or `{STRING_TO_PARAM}` (a flattened A1111 dict)",
+            path.display(),
+            if names.is_empty() { "no tensors".to_string() } else { format!("tensors {}", names.join(", ")) }
+        );
+    };
+    let view = st.tensor(&key).expect("a listed name");
+    let values: Vec<f32> = match view.dtype() {
+        Dtype::F32 => view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => view
+            .data()
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => view
+            .data()
+            .chunks_exact(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        other => bail!(
+            "{key} in {} is {other:?}; an embedding is f32, f16 or bf16",
+            path.display()
+        ),
+    };
+    let hidden = match view.shape() {
+        [d] if *d > 0 => *d,
+        [n, d] if *n > 0 && *d > 0 => *d,
+        shape => bail!(
+            "{key} in {} has shape {shape:?}; an embedding is [vectors, hidden] or [hidden]",
+            path.display()
+        ),
+    };
+    let token = token.map_or(stored_name, str::to_string);
+    if token.trim().is_empty() {
+        bail!(
+            "{} names no token: pass --token NAME for it",
+            path.display()
+        );
+    }
+    Ok(LearnedEmbedding {
+        token,
+        hidden,
+        rows: values,
+        path: path.to_path_buf(),
+    })
+}
+
+/// Reads every `--learned-embeds` file, with the `--token` names in the files' order.
+pub fn read_embeddings(paths: &[PathBuf], tokens: &[String]) -> Result<Vec<LearnedEmbedding>> {
+    if !tokens.is_empty() && tokens.len() != paths.len() {
+        bail!(
+            "{} --token name(s) for {} --learned-embeds file(s): give one per file, in the same order",
+            tokens.len(),
+            paths.len()
+        );
+    }
+    paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| read_embedding(p, tokens.get(i).map(String::as_str)))
+        .collect()
+}
+
+/// Adds every embedding's tokens to `tokenizer` (whose ids must then follow the text
+/// encoder's `vocab_size` rows) and returns all their rows, in id order, to append to the token
+/// table.
+pub fn add_to_tokenizer(
+    tokenizer: &mut ClipTokenizer,
+    embeddings: &[LearnedEmbedding],
+    vocab_size: usize,
+    hidden: usize,
+) -> Result<Vec<f32>> {
+    let mut rows = Vec::new();
+    for (i, e) in embeddings.iter().enumerate() {
+        if e.hidden != hidden {
+            bail!(
+                "{}: the embedding {:?} has {} values per vector but this model's text encoder has hidden size {hidden} (SD 1.x uses 768, SD 2.x 1024): use an embedding trained for this model",
+                e.path.display(),
+                e.token,
+                e.hidden
+            );
+        }
+        if let Some(other) = embeddings[..i].iter().find(|o| o.token == e.token) {
+            bail!(
+                "{} and {} both hold the token {:?}: rename one with --token",
+                other.path.display(),
+                e.path.display(),
+                e.token
+            );
+        }
+        if let Some(existing) = e
+            .token_names()
+            .into_iter()
+            .find(|n| tokenizer.token_id(n).is_some())
+        {
+            bail!(
+                "{}: the token {existing:?} is already in the model's tokenizer; pass --token with another name",
+                e.path.display()
+            );
+        }
+        let first = (vocab_size + rows.len() / hidden) as u32;
+        let ids = tokenizer.add_placeholder_tokens(&e.token, e.num_vectors())?;
+        let expected: Vec<u32> = (first..first + ids.len() as u32).collect();
+        if ids != expected {
+            bail!(
+                "the tokens of {} got ids {ids:?}, expected {expected:?}: the tokenizer has added tokens the text encoder lacks",
+                e.path.display()
+            );
+        }
+        rows.extend_from_slice(&e.rows);
+    }
+    Ok(rows)
+}
+
+/// `prompt` with each multi-vector token `P` written out as `P P_1 ... P_{n-1}`, as diffusers'
+/// `maybe_convert_prompt` does (an occurrence already followed by `_<digit>` is left alone).
+pub fn expand_prompt(prompt: &str, embeddings: &[LearnedEmbedding]) -> String {
+    let mut text = prompt.to_string();
+    for e in embeddings.iter().filter(|e| e.num_vectors() > 1) {
+        let expansion = e.token_names().join(" ");
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find(&e.token) {
+            let after = &rest[at + e.token.len()..];
+            let numbered = after
+                .strip_prefix('_')
+                .is_some_and(|s| s.starts_with(|c: char| c.is_ascii_digit()));
+            out.push_str(&rest[..at]);
+            out.push_str(if numbered { &e.token } else { &expansion });
+            rest = after;
+        }
+        out.push_str(rest);
+        text = out;
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn embedding(token: &str, n: usize) -> LearnedEmbedding {
+        LearnedEmbedding {
+            token: token.into(),
+            hidden: 2,
+            rows: vec![0.0; 2 * n],
+            path: PathBuf::from("x.safetensors"),
+        }
+    }
+
+    #[test]
+    fn multi_vector_tokens_expand_once() {
+        let e = [embedding("<cat-toy>", 3), embedding("<style>", 1)];
+        assert_eq!(
+            expand_prompt("a <cat-toy>, in <style> with <cat-toy> <cat-toy>_1", &e),
+            "a <cat-toy> <cat-toy>_1 <cat-toy>_2, in <style> with <cat-toy> <cat-toy>_1 <cat-toy>_2 <cat-toy>_1"
+        );
+        assert_eq!(expand_prompt("no token", &e), "no token");
+    }
+}

@@ -1,0 +1,311 @@
+//! `ti-xla generate`: images from a prompt with learned tokens, as diffusers'
+//! `StableDiffusionPipeline` makes them, spread over the devices. Everything the user passes is
+//! checked before anything is compiled; each sample's starting latents (and Euler ancestral's
+//! noise) come from its own key, `fold_in(key(seed), sample index)`, so a seed gives the same
+//! images on any number of devices.
+
+pub mod args;
+pub mod compiled;
+pub mod embeddings;
+pub mod output;
+pub mod pipeline;
+pub mod progress;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use xla_graphs::models::unet::UNet2DConditionModel;
+use xla_graphs::programs::sampling::StepNoise;
+use xla_graphs::schedulers::{build_scheduler, SchedulerConfig, SchedulerKind};
+use xla_graphs::DType;
+
+use self::args::GenerateArgs;
+use self::embeddings::{add_to_tokenizer, expand_prompt, read_embeddings};
+use self::output::{check_outputs, to_rgb8, write_images, ImageSettings};
+use self::pipeline::{NoiseFeed, Pipeline, PipelineConfig, SampleRequest};
+use self::progress::StepProgress;
+use crate::device::{open_client, DeviceKind};
+use crate::model_folder::ModelFolder;
+use crate::rng::Key;
+use crate::tensor_file::{write_f32_atomic, F32Tensor, TensorFile};
+use crate::tokenizer::ClipTokenizer;
+use crate::train::args::MixedPrecision;
+
+/// What a finished run wrote.
+pub struct GenerateOutcome {
+    /// The sample PNGs, then the grid.
+    pub images: Vec<PathBuf>,
+    pub devices: usize,
+}
+
+/// Starting latents (and noise) given with `--latents`.
+struct GivenLatents {
+    samples: usize,
+    latents: Vec<f32>,
+    /// Per step, every sample's normals.
+    noise: Option<Vec<Vec<f32>>>,
+}
+
+pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
+    if args.num_inference_steps == 0 {
+        bail!("--num-inference-steps must be at least 1");
+    }
+    if !args.guidance_scale.is_finite() {
+        bail!("--guidance-scale must be a number");
+    }
+    if args.num_samples == Some(0) {
+        bail!("--num-samples must be at least 1");
+    }
+    if !args.token.is_empty() && args.learned_embeds.is_empty() {
+        bail!("--token names the tokens of --learned-embeds files, and none was given");
+    }
+    let embeddings = read_embeddings(&args.learned_embeds, &args.token)?;
+    let folder = ModelFolder::open(
+        &args.pretrained_model_name_or_path,
+        args.revision.as_deref(),
+        args.variant.as_deref(),
+    )?;
+    let mut tokenizer = ClipTokenizer::from_dir(folder.component("tokenizer"))?;
+    let vocab = folder.text_encoder.vocab_size;
+    if tokenizer.vocab_size() != vocab {
+        bail!(
+            "the tokenizer has {} tokens but the text encoder {vocab} rows: the model folder is inconsistent",
+            tokenizer.vocab_size()
+        );
+    }
+    let hidden = folder.text_encoder.hidden_size;
+    let rows = add_to_tokenizer(&mut tokenizer, &embeddings, vocab, hidden)?;
+    let negative_prompt = args.negative_prompt.clone().unwrap_or_default();
+    let mut input_ids = Vec::new();
+    for text in [&negative_prompt, &args.prompt] {
+        let ids = tokenizer.encode(&expand_prompt(text, &embeddings))?;
+        input_ids.extend(ids.into_iter().map(|i| i as i32));
+    }
+    let (height, width) = image_size(args, &folder)?;
+
+    let config = SchedulerConfig::from_json(&folder.scheduler.to_string())?;
+    let (mut scheduler, warnings) = build_scheduler(&config, args.scheduler)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    scheduler.set_timesteps(args.num_inference_steps)?;
+    let kind = scheduler.kind();
+    let steps = scheduler.timesteps().len();
+    let f = folder.vae.downscale_factor();
+    let latent_len = folder.unet.in_channels * (height / f) * (width / f);
+    let given = args
+        .latents
+        .as_deref()
+        .map(|p| read_latents(p, latent_len))
+        .transpose()?;
+
+    let client = open_client(&args.device)?;
+    let available = args.num_devices.unwrap_or(client.device_count());
+    if available == 0 || available > client.device_count() {
+        bail!(
+            "--num-devices {available}: the {} plugin has {} device(s)",
+            args.device.device.name(),
+            client.device_count()
+        );
+    }
+    let samples = match (&given, args.num_samples) {
+        (Some(g), Some(k)) if g.samples != k => bail!(
+            "--latents holds {} sample(s) but --num-samples is {k}",
+            g.samples
+        ),
+        (Some(g), _) => g.samples,
+        (None, k) => k.unwrap_or(available),
+    };
+    check_outputs(&args.output_dir, samples, args.overwrite)?;
+    // Fewer samples than devices: idle devices would only compute padding.
+    let devices = available.min(samples);
+    let batch = samples.div_ceil(devices);
+    let slots = devices * batch;
+
+    let seed_key = Key::from_seed(args.seed);
+    let sample_keys: Vec<[Key; 2]> = (0..slots)
+        .map(|i| {
+            let k = seed_key.fold_in(i as u32).split(2);
+            [k[0], k[1]]
+        })
+        .collect();
+    let mut latents = match &given {
+        Some(g) => g.latents.clone(),
+        None => sample_keys[..samples]
+            .iter()
+            .flat_map(|[k, _]| k.normal_f32(latent_len))
+            .collect(),
+    };
+    latents.resize(slots * latent_len, 0.0);
+    let noise_keys: Vec<Key> = sample_keys.iter().map(|[_, k]| *k).collect();
+    let normals: Option<Vec<Vec<f32>>> = given.and_then(|g| g.noise).map(|steps| {
+        steps
+            .into_iter()
+            .map(|mut n| {
+                n.resize(slots * latent_len, 0.0);
+                n
+            })
+            .collect()
+    });
+    let (noise, feed) = match (kind, &normals) {
+        (SchedulerKind::EulerAncestral, Some(n)) => {
+            if n.len() < steps {
+                bail!(
+                    "--latents holds noise for {} steps; this run takes {steps}",
+                    n.len()
+                );
+            }
+            (StepNoise::Normals, NoiseFeed::Normals(n))
+        }
+        (SchedulerKind::EulerAncestral, None) => (StepNoise::Keys, NoiseFeed::Keys(&noise_keys)),
+        _ => (StepNoise::None, NoiseFeed::None),
+    };
+    let compute_dtype = match args.mixed_precision.unwrap_or(match args.device.device {
+        DeviceKind::Cpu => MixedPrecision::No,
+        _ => MixedPrecision::Bf16,
+    }) {
+        MixedPrecision::No => DType::F32,
+        MixedPrecision::Bf16 => DType::BF16,
+    };
+
+    eprintln!(
+        "generating {samples} image(s) of {width}x{height} on {devices} {} device(s), {} {} steps, {compute_dtype}",
+        args.device.device.name(),
+        args.num_inference_steps,
+        kind.cli_name()
+    );
+    eprintln!("compiling the sampling programs (cached after the first run) ...");
+    let pipeline = Pipeline::new(
+        &client,
+        &folder,
+        scheduler,
+        PipelineConfig {
+            compute_dtype,
+            devices,
+            batch,
+            height,
+            width,
+            seq_len: tokenizer.max_length(),
+            num_rows: rows.len() / hidden,
+            noise,
+        },
+    )?;
+    let progress = StepProgress::new(steps);
+    let out = pipeline.sample(
+        &client,
+        &SampleRequest {
+            input_ids: &input_ids,
+            rows: &rows,
+            latents: &latents,
+            guidance_scale: args.guidance_scale,
+            noise: feed,
+        },
+        &mut |i| progress.step(i),
+    )?;
+    progress.finish();
+
+    let plane = 3 * height * width;
+    let images: Vec<_> = out.images[..samples * plane]
+        .chunks_exact(plane)
+        .map(|chw| to_rgb8(chw, width, height))
+        .collect();
+    let settings = ImageSettings {
+        prompt: args.prompt.clone(),
+        negative_prompt,
+        seed: args.seed,
+        steps: args.num_inference_steps,
+        guidance_scale: args.guidance_scale,
+        scheduler: kind.cli_name().to_string(),
+        model: args.pretrained_model_name_or_path.clone(),
+        width,
+        height,
+    };
+    let written = write_images(&args.output_dir, &images, &settings)?;
+    if let Some(path) = &args.save_tensors {
+        let c = folder.unet.in_channels;
+        write_f32_atomic(
+            path,
+            &[
+                F32Tensor {
+                    name: "images".into(),
+                    shape: vec![samples, 3, height, width],
+                    values: out.images[..samples * plane].to_vec(),
+                },
+                F32Tensor {
+                    name: "latents".into(),
+                    shape: vec![samples, c, height / f, width / f],
+                    values: out.latents[..samples * latent_len].to_vec(),
+                },
+            ],
+            None,
+        )?;
+    }
+    Ok(GenerateOutcome {
+        images: written,
+        devices,
+    })
+}
+
+/// `--height`/`--width`, or diffusers' default (the UNet's sample_size in pixels), checked
+/// against the multiple the VAE and UNet need.
+fn image_size(args: &GenerateArgs, folder: &ModelFolder) -> Result<(usize, usize)> {
+    let f = folder.vae.downscale_factor();
+    let unet = UNet2DConditionModel::new(folder.unet.clone())?;
+    let multiple = f * unet.size_multiple() as usize;
+    let default = folder.unet.sample_size.map(|s| s * f);
+    let height = args
+        .height
+        .or(default)
+        .or(args.width)
+        .context("the UNet config has no sample_size: pass --height and --width")?;
+    let width = args.width.or(args.height).unwrap_or(height);
+    for (flag, v) in [("--height", height), ("--width", width)] {
+        if v == 0 || v % multiple != 0 {
+            bail!("{flag} {v} must be a positive multiple of {multiple} for this model");
+        }
+    }
+    Ok((height, width))
+}
+
+/// `--latents FILE`: `latents` [K, C, h, w] and optional `noise` [steps, K, C, h, w].
+fn read_latents(path: &Path, latent_len: usize) -> Result<GivenLatents> {
+    let file = TensorFile::open(path)?;
+    let (shape, latents) = file.floats(
+        "latents",
+        &[None, None, None, None],
+        "latents [samples, C, h, w]",
+    )?;
+    let samples = shape[0];
+    if samples == 0 || shape[1..].iter().product::<usize>() != latent_len {
+        bail!(
+            "latents in {} has shape {shape:?}, which does not fit {latent_len} values per sample at this size",
+            path.display()
+        );
+    }
+    let bytes = std::fs::read(path)?;
+    let has_noise = safetensors::SafeTensors::deserialize(&bytes)?
+        .names()
+        .contains(&"noise");
+    let noise = if has_noise {
+        let (nshape, values) = file.floats(
+            "noise",
+            &[None, Some(samples), None, None, None],
+            "noise [steps, samples, C, h, w]",
+        )?;
+        if nshape[2..].iter().product::<usize>() != latent_len {
+            bail!(
+                "noise in {} has shape {nshape:?}; its samples must be shaped as the latents",
+                path.display()
+            );
+        }
+        let per_step = samples * latent_len;
+        Some(values.chunks_exact(per_step).map(<[f32]>::to_vec).collect())
+    } else {
+        None
+    };
+    Ok(GivenLatents {
+        samples,
+        latents,
+        noise,
+    })
+}

@@ -1,0 +1,263 @@
+//! `ti-xla generate` end to end on the tiny SD1-style fixture: the same seed gives the same PNGs
+//! on 1, 2 and 4 CPU devices (with padding when the samples do not divide), the PNGs carry the
+//! settings, earlier PNGs are not overwritten, and embedding files of every supported format
+//! load while wrong ones fail with one clear line.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ti_xla::generate::embeddings::{add_to_tokenizer, expand_prompt, read_embedding};
+use ti_xla::tokenizer::ClipTokenizer;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn model() -> PathBuf {
+    root().join("tests/fixtures/tiny-sd1")
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ti-xla-gencli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn generate(out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ti-xla"))
+        .args(["generate", "--pretrained_model_name_or_path"])
+        .arg(model())
+        .arg("--learned_embeds")
+        .arg(model().join("reference/learned_embeds.safetensors"))
+        .args(["--prompt", "a photo of <cat-toy> on a beach", "--seed", "7"])
+        .args([
+            "--num-inference-steps",
+            "3",
+            "--scheduler",
+            "euler-ancestral",
+        ])
+        .arg("--output-dir")
+        .arg(out)
+        .arg("--cache-dir")
+        .arg(std::env::temp_dir().join(format!("ti-xla-gencli-cache-{}", std::process::id())))
+        .args(extra)
+        .output()
+        .expect("run ti-xla")
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "ti-xla failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn one_line_error(out: &Output, needle: &str) {
+    assert!(!out.status.success(), "expected a failure");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains(needle), "{stderr}");
+}
+
+fn text_chunks(path: &Path) -> HashMap<String, String> {
+    let file = std::fs::File::open(path).unwrap();
+    let reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap();
+    let info = reader.info();
+    let mut chunks: HashMap<String, String> = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|c| (c.keyword.clone(), c.text.clone()))
+        .collect();
+    for c in &info.utf8_text {
+        chunks.insert(c.keyword.clone(), c.get_text().unwrap());
+    }
+    chunks
+}
+
+#[test]
+fn same_seed_same_pngs_on_any_device_count() {
+    let (one, two, four) = (temp("one"), temp("two"), temp("four"));
+    ok(&generate(&one, &["--num-samples", "4"]));
+    // Three samples on two devices: one padded slot, dropped.
+    ok(&generate(
+        &two,
+        &["--num-samples", "3", "--cpu-devices", "2"],
+    ));
+    // --num-samples defaults to the number of devices.
+    ok(&generate(&four, &["--cpu-devices", "4"]));
+    let png = |dir: &Path, i: usize| std::fs::read(dir.join(format!("{i:04}.png"))).unwrap();
+    for i in 0..4 {
+        assert_eq!(png(&one, i), png(&four, i), "sample {i}: 1 vs 4 devices");
+        if i < 3 {
+            assert_eq!(png(&one, i), png(&two, i), "sample {i}: 1 vs 2 devices");
+        }
+    }
+    assert!(!two.join("0003.png").exists());
+    assert_ne!(png(&one, 0), png(&one, 1), "samples must differ");
+    assert_eq!(
+        std::fs::read(one.join("grid.png")).unwrap(),
+        std::fs::read(four.join("grid.png")).unwrap()
+    );
+
+    let chunks = text_chunks(&one.join("0002.png"));
+    assert_eq!(chunks["prompt"], "a photo of <cat-toy> on a beach");
+    assert_eq!(chunks["negative_prompt"], "");
+    assert_eq!(chunks["seed"], "7");
+    assert_eq!(chunks["sample_index"], "2");
+    assert_eq!(chunks["steps"], "3");
+    assert_eq!(chunks["guidance_scale"], "7.5");
+    assert_eq!(chunks["scheduler"], "euler-ancestral");
+    assert!(chunks["parameters"].contains("Seed: 7"));
+    let image = image::open(one.join("grid.png")).unwrap();
+    assert_eq!((image.width(), image.height()), (32, 32));
+
+    // A second run into the same folder stops before touching the PNGs.
+    let before = png(&one, 0);
+    one_line_error(
+        &generate(&one, &["--num-samples", "4", "--seed", "8"]),
+        "--overwrite",
+    );
+    assert_eq!(png(&one, 0), before);
+    for dir in [one, two, four] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Writes a safetensors file of f32 tensors (or f16 where the name ends in `@f16`).
+fn write_embeds(
+    path: &Path,
+    tensors: &[(&str, Vec<usize>)],
+    metadata: Option<HashMap<String, String>>,
+) {
+    let datas: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let values = (0..n).map(|i| i as f32 * 0.01 - 0.1);
+            match name.strip_suffix("@f16") {
+                Some(name) => (
+                    name.to_string(),
+                    safetensors::Dtype::F16,
+                    shape.clone(),
+                    values
+                        .flat_map(|v| half::f16::from_f32(v).to_le_bytes())
+                        .collect(),
+                ),
+                None => (
+                    name.to_string(),
+                    safetensors::Dtype::F32,
+                    shape.clone(),
+                    values.flat_map(f32::to_le_bytes).collect(),
+                ),
+            }
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = datas
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes);
+            (name.clone(), view.unwrap())
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, metadata).unwrap()).unwrap();
+}
+
+#[test]
+fn embedding_files_of_each_format_load() {
+    let dir = temp("formats");
+    let tokenizer = || ClipTokenizer::from_dir(model().join("tokenizer")).unwrap();
+    let (vocab, hidden) = (49408, 16);
+    // (file stem, tensor key, shape, metadata name, expected token, vectors)
+    let cases = [
+        ("diffusers_1d", "<one>", &[16][..], None, "<one>", 1),
+        ("diffusers_2d", "<two>", &[1, 16], None, "<two>", 1),
+        ("multi", "<multi>", &[3, 16], None, "<multi>", 3),
+        ("half", "<half>@f16", &[2, 16], None, "<half>", 2),
+        (
+            "a1111",
+            "string_to_param.*",
+            &[2, 16],
+            Some("<a1111>"),
+            "<a1111>",
+            2,
+        ),
+        (
+            "kohya-style",
+            "emb_params",
+            &[1, 16],
+            None,
+            "kohya-style",
+            1,
+        ),
+    ];
+    for (stem, key, shape, name, token, vectors) in cases {
+        let path = dir.join(format!("{stem}.safetensors"));
+        let metadata = name.map(|n| HashMap::from([("name".to_string(), n.to_string())]));
+        write_embeds(&path, &[(key, shape.to_vec())], metadata);
+        let e = read_embedding(&path, None).unwrap();
+        assert_eq!(
+            (e.token.as_str(), e.hidden, e.num_vectors()),
+            (token, 16, vectors)
+        );
+        assert!((e.rows[1] - (0.01 - 0.1)).abs() < 1e-3, "{stem}");
+        let mut tok = tokenizer();
+        let rows = add_to_tokenizer(&mut tok, std::slice::from_ref(&e), vocab, hidden).unwrap();
+        assert_eq!(rows.len(), vectors * hidden);
+        let prompt = expand_prompt(&format!("a {token} toy"), std::slice::from_ref(&e));
+        let ids = tok.encode(&prompt).unwrap();
+        let learned: Vec<u32> = ids.into_iter().filter(|&i| i >= vocab as u32).collect();
+        let want: Vec<u32> = (vocab as u32..(vocab + vectors) as u32).collect();
+        assert_eq!(learned, want, "{stem}: {prompt}");
+    }
+
+    // --token renames; two files take consecutive ids.
+    let a = read_embedding(&dir.join("multi.safetensors"), Some("<renamed>")).unwrap();
+    let b = read_embedding(&dir.join("diffusers_1d.safetensors"), None).unwrap();
+    assert_eq!(a.token, "<renamed>");
+    let mut tok = tokenizer();
+    let rows = add_to_tokenizer(&mut tok, &[a.clone(), b.clone()], vocab, hidden).unwrap();
+    assert_eq!(rows.len(), 4 * hidden);
+    assert_eq!(tok.token_id("<one>"), Some(vocab as u32 + 3));
+    let err = add_to_tokenizer(&mut tokenizer(), &[b.clone(), b], vocab, hidden).unwrap_err();
+    assert!(err.to_string().contains("both hold the token"), "{err}");
+    let err = add_to_tokenizer(&mut tokenizer(), &[a], vocab, 768).unwrap_err();
+    assert!(err.to_string().contains("hidden size 768"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_embedding_files_fail_with_one_line() {
+    let dir = temp("bad");
+    let out = dir.join("out");
+    let wrong = dir.join("sd2.safetensors");
+    write_embeds(&wrong, &[("<wide>", vec![1, 1024])], None);
+    let run = |file: &Path| generate(&out, &["--learned-embeds", file.to_str().unwrap()]);
+    one_line_error(&run(&wrong), "hidden size 16");
+
+    let unknown = dir.join("two.safetensors");
+    write_embeds(&unknown, &[("a", vec![16]), ("b", vec![16])], None);
+    one_line_error(&run(&unknown), "tensors a, b");
+
+    let pickle = dir.join("a1111.pt");
+    std::fs::write(&pickle, b"PK\x03\x04 not really a zip").unwrap();
+    one_line_error(&run(&pickle), "convert it to safetensors");
+
+    let text = dir.join("notes.txt");
+    std::fs::write(&text, "hello").unwrap();
+    one_line_error(&run(&text), "not a safetensors embedding file");
+
+    let scalar = dir.join("scalar.safetensors");
+    write_embeds(&scalar, &[("<s>", vec![2, 2, 4])], None);
+    one_line_error(&run(&scalar), "[vectors, hidden]");
+    assert!(
+        !out.exists(),
+        "a failed run must not create the output folder"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,122 @@
+//! `ti-xla generate` against diffusers' `StableDiffusionPipeline` (0.42.1, float32): from the
+//! same starting latents (and, for Euler ancestral, the same noise), each scheduler's images on
+//! both tiny fixtures, with and without a 2-vector learned embedding, within 1e-3 absolute.
+//! References: tests/fixtures/<model>/reference/generate.safetensors, made by
+//! scripts/make_generate_fixtures.py.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use safetensors::SafeTensors;
+use serde_json::Value;
+
+const SCHEDULERS: [&str; 5] = ["pndm", "ddim", "euler", "euler-ancestral", "dpmpp-2m"];
+const TOLERANCE: f64 = 1e-3;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ti-xla-gen-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn floats(st: &SafeTensors, name: &str) -> Vec<f32> {
+    st.tensor(name)
+        .unwrap_or_else(|_| panic!("no tensor {name}"))
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Runs every case of one model and returns (case, scheduler, max abs error) rows.
+fn compare_model(model: &str) -> Vec<(String, String, f64)> {
+    let model_dir = root().join("tests/fixtures").join(model);
+    let reference = model_dir.join("reference/generate.safetensors");
+    let bytes = std::fs::read(&reference).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta: Value = serde_json::from_str(&meta.metadata().as_ref().unwrap()["cases"]).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let out = temp(model);
+    let mut rows = Vec::new();
+    for (case, prompts) in meta["cases"].as_object().unwrap() {
+        for scheduler in SCHEDULERS {
+            let tensors = out.join(format!("{case}-{scheduler}.safetensors"));
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_ti-xla"));
+            cmd.args(["generate", "--pretrained-model-name-or-path"])
+                .arg(&model_dir)
+                .args(["--prompt", prompts["prompt"].as_str().unwrap()])
+                .args(["--scheduler", scheduler])
+                .args(["--num-inference-steps", &meta["steps"].to_string()])
+                .args(["--guidance-scale", &meta["guidance_scale"].to_string()])
+                .args(["--height", &meta["size"].to_string()])
+                .args(["--width", &meta["size"].to_string()])
+                .arg("--latents")
+                .arg(&reference)
+                .arg("--save-tensors")
+                .arg(&tensors)
+                .arg("--output-dir")
+                .arg(out.join(format!("{case}-{scheduler}")))
+                .arg("--cache-dir")
+                .arg(cache_dir());
+            let negative = prompts["negative_prompt"].as_str().unwrap();
+            if !negative.is_empty() {
+                cmd.args(["--negative-prompt", negative]);
+            }
+            if case == "embed" {
+                cmd.arg("--learned-embeds")
+                    .arg(model_dir.join("reference/learned_embeds.safetensors"));
+            }
+            let run = cmd.output().expect("run ti-xla");
+            assert!(
+                run.status.success(),
+                "{model} {case} {scheduler}: {}",
+                String::from_utf8_lossy(&run.stderr)
+            );
+            let got_bytes = std::fs::read(&tensors).unwrap();
+            let got = floats(&SafeTensors::deserialize(&got_bytes).unwrap(), "images");
+            let want = floats(&st, &format!("{case}.{scheduler}.images"));
+            assert_eq!(got.len(), want.len(), "{model} {case} {scheduler}");
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g - w).abs() as f64)
+                .fold(0.0, f64::max);
+            rows.push((case.clone(), scheduler.to_string(), err));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    for (case, scheduler, err) in &rows {
+        eprintln!("{model} {case:5} {scheduler:15} max |image - diffusers| = {err:.2e}");
+    }
+    rows
+}
+
+/// A compile cache shared by this test binary's runs: each case's programs compile once.
+fn cache_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("ti-xla-gen-cache-{}", std::process::id()))
+}
+
+fn check(model: &str) {
+    let rows = compare_model(model);
+    assert_eq!(rows.len(), 2 * SCHEDULERS.len());
+    for (case, scheduler, err) in rows {
+        assert!(
+            err <= TOLERANCE,
+            "{model} {case} {scheduler}: images differ from diffusers' by {err:e}"
+        );
+    }
+}
+
+#[test]
+fn tiny_sd1_matches_diffusers_for_every_scheduler() {
+    check("tiny-sd1");
+}
+
+#[test]
+fn tiny_sd2_matches_diffusers_for_every_scheduler() {
+    check("tiny-sd2");
+}
