@@ -277,6 +277,11 @@ impl ClipTokenizer {
         self.inner.token_to_id(token)
     }
 
+    /// The token string of an id (vocabulary or added), if it exists.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
     /// Number of ids, added tokens included: the rows the token embedding needs.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)

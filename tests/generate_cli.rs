@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use safetensors::SafeTensors;
+use ti_xla::full_pipeline::{save_full_pipeline, LearnedTokens};
 use ti_xla::generate::embeddings::{add_to_tokenizer, expand_prompt, read_embedding};
 use ti_xla::tokenizer::ClipTokenizer;
 
@@ -25,9 +27,20 @@ fn temp(name: &str) -> PathBuf {
     dir
 }
 
+/// `ti-xla generate` writing into `out`, with a compile cache shared by this binary's runs.
+fn command(out: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ti-xla"));
+    cmd.arg("generate")
+        .arg("--output-dir")
+        .arg(out)
+        .arg("--cache-dir")
+        .arg(std::env::temp_dir().join(format!("ti-xla-gencli-cache-{}", std::process::id())));
+    cmd
+}
+
 fn generate(out: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ti-xla"))
-        .args(["generate", "--pretrained_model_name_or_path"])
+    command(out)
+        .arg("--pretrained_model_name_or_path")
         .arg(model())
         .arg("--learned_embeds")
         .arg(model().join("reference/learned_embeds.safetensors"))
@@ -38,10 +51,6 @@ fn generate(out: &Path, extra: &[&str]) -> Output {
             "--scheduler",
             "euler-ancestral",
         ])
-        .arg("--output-dir")
-        .arg(out)
-        .arg("--cache-dir")
-        .arg(std::env::temp_dir().join(format!("ti-xla-gencli-cache-{}", std::process::id())))
         .args(extra)
         .output()
         .expect("run ti-xla")
@@ -129,6 +138,72 @@ fn same_seed_same_pngs_on_any_device_count() {
     }
 }
 
+fn images(path: &Path, name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let view = st.tensor(name).unwrap();
+    view.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// `--model-dir` of a pipeline saved with the learned rows in its token table and the tokens in
+/// its tokenizer gives diffusers' images for the embedding file (the parity fixture's case).
+#[test]
+fn a_saved_full_pipeline_generates_as_its_embedding_file() {
+    let dir = temp("full");
+    let pipeline = dir.join("pipeline");
+    let reference = model().join("reference/generate.safetensors");
+    let e = read_embedding(&model().join("reference/learned_embeds.safetensors"), None).unwrap();
+    let learned = LearnedTokens {
+        names: &e.token_names(),
+        first_id: 49408,
+        rows: &e.rows,
+        hidden: e.hidden,
+    };
+    save_full_pipeline(
+        &model(),
+        &model().join("tokenizer"),
+        None,
+        &pipeline,
+        &learned,
+    )
+    .unwrap();
+    let tensors = dir.join("images.safetensors");
+    // The prompts of scripts/make_generate_fixtures.py's "embed" case.
+    let run = command(&dir.join("out"))
+        .arg("--model-dir")
+        .arg(&pipeline)
+        .args(["--prompt", "a photo of <cat-toy> on a beach"])
+        .args(["--negative-prompt", "blurry, dark", "--scheduler", "pndm"])
+        .args([
+            "--num-inference-steps",
+            "5",
+            "--height",
+            "16",
+            "--width",
+            "16",
+        ])
+        .arg("--latents")
+        .arg(&reference)
+        .arg("--save-tensors")
+        .arg(&tensors)
+        .output()
+        .unwrap();
+    ok(&run);
+    let got = images(&tensors, "images");
+    let want = images(&reference, "embed.pndm.images");
+    let err = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!("full pipeline vs diffusers with the embedding file: {err:.2e}");
+    assert!(err <= 1e-3, "{err:e}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Writes a safetensors file of f32 tensors (or f16 where the name ends in `@f16`).
 fn write_embeds(
     path: &Path,
@@ -209,7 +284,7 @@ fn embedding_files_of_each_format_load() {
         let mut tok = tokenizer();
         let rows = add_to_tokenizer(&mut tok, std::slice::from_ref(&e), vocab, hidden).unwrap();
         assert_eq!(rows.len(), vectors * hidden);
-        let prompt = expand_prompt(&format!("a {token} toy"), std::slice::from_ref(&e));
+        let prompt = expand_prompt(&tok, &format!("a {token} toy")).unwrap();
         let ids = tok.encode(&prompt).unwrap();
         let learned: Vec<u32> = ids.into_iter().filter(|&i| i >= vocab as u32).collect();
         let want: Vec<u32> = (vocab as u32..(vocab + vectors) as u32).collect();

@@ -193,21 +193,40 @@ pub fn add_to_tokenizer(
     Ok(rows)
 }
 
-/// `prompt` with each multi-vector token `P` written out as `P P_1 ... P_{n-1}`, as diffusers'
-/// `maybe_convert_prompt` does (an occurrence already followed by `_<digit>` is left alone).
-pub fn expand_prompt(prompt: &str, embeddings: &[LearnedEmbedding]) -> String {
-    let mut text = prompt.to_string();
-    for e in embeddings.iter().filter(|e| e.num_vectors() > 1) {
-        let expansion = e.token_names().join(" ");
+/// `prompt` with each multi-vector token `P` the tokenizer knows (`P_1`, `P_2`, ... are tokens
+/// too) written out as `P P_1 ... P_{n-1}`, as diffusers' `maybe_convert_prompt` does; an
+/// occurrence already followed by `_<digit>` is left alone. Works for tokens added from files
+/// and for those a saved full pipeline's tokenizer lists.
+pub fn expand_prompt(tokenizer: &ClipTokenizer, prompt: &str) -> Result<String> {
+    let mut tokens: Vec<(String, usize)> = Vec::new();
+    for id in tokenizer.encode_without_special_tokens(prompt)? {
+        let Some(token) = tokenizer.id_to_token(id) else {
+            continue;
+        };
+        let n = (1..)
+            .find(|i| tokenizer.token_id(&format!("{token}_{i}")).is_none())
+            .unwrap_or(1);
+        if n > 1 && !tokens.iter().any(|(t, _)| *t == token) {
+            tokens.push((token, n));
+        }
+    }
+    Ok(expand_tokens(prompt, &tokens))
+}
+
+/// `text` with each `(P, n)` written out as `P P_1 ... P_{n-1}`.
+fn expand_tokens(text: &str, tokens: &[(String, usize)]) -> String {
+    let mut text = text.to_string();
+    for (token, n) in tokens {
+        let expansion = placeholder_token_names(token, *n).join(" ");
         let mut out = String::with_capacity(text.len());
         let mut rest = text.as_str();
-        while let Some(at) = rest.find(&e.token) {
-            let after = &rest[at + e.token.len()..];
+        while let Some(at) = rest.find(token.as_str()) {
+            let after = &rest[at + token.len()..];
             let numbered = after
                 .strip_prefix('_')
                 .is_some_and(|s| s.starts_with(|c: char| c.is_ascii_digit()));
             out.push_str(&rest[..at]);
-            out.push_str(if numbered { &e.token } else { &expansion });
+            out.push_str(if numbered { token } else { &expansion });
             rest = after;
         }
         out.push_str(rest);
@@ -220,22 +239,13 @@ pub fn expand_prompt(prompt: &str, embeddings: &[LearnedEmbedding]) -> String {
 mod tests {
     use super::*;
 
-    fn embedding(token: &str, n: usize) -> LearnedEmbedding {
-        LearnedEmbedding {
-            token: token.into(),
-            hidden: 2,
-            rows: vec![0.0; 2 * n],
-            path: PathBuf::from("x.safetensors"),
-        }
-    }
-
     #[test]
     fn multi_vector_tokens_expand_once() {
-        let e = [embedding("<cat-toy>", 3), embedding("<style>", 1)];
+        let tokens = [("<cat-toy>".to_string(), 3), ("<style>".to_string(), 1)];
         assert_eq!(
-            expand_prompt("a <cat-toy>, in <style> with <cat-toy> <cat-toy>_1", &e),
-            "a <cat-toy> <cat-toy>_1 <cat-toy>_2, in <style> with <cat-toy> <cat-toy>_1 <cat-toy>_2 <cat-toy>_1"
+            expand_tokens("a <cat-toy>, in <style> with <cat-toy>_1", &tokens),
+            "a <cat-toy> <cat-toy>_1 <cat-toy>_2, in <style> with <cat-toy>_1"
         );
-        assert_eq!(expand_prompt("no token", &e), "no token");
+        assert_eq!(expand_tokens("no token", &tokens), "no token");
     }
 }

@@ -78,7 +78,7 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
     let negative_prompt = args.negative_prompt.clone().unwrap_or_default();
     let mut input_ids = Vec::new();
     for text in [&negative_prompt, &args.prompt] {
-        let ids = tokenizer.encode(&expand_prompt(text, &embeddings))?;
+        let ids = tokenizer.encode(&expand_prompt(&tokenizer, text)?)?;
         input_ids.extend(ids.into_iter().map(|i| i as i32));
     }
     let (height, width) = image_size(args, &folder)?;
