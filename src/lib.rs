@@ -8,6 +8,7 @@ pub mod device;
 pub mod export;
 pub mod full_pipeline;
 pub mod generate;
+pub mod hub;
 pub mod model_folder;
 pub mod model_weights;
 pub mod pjrt;

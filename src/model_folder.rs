@@ -1,6 +1,6 @@
 //! Finding and reading a diffusers-layout model folder (`model_index.json`, `tokenizer/`,
-//! `text_encoder/`, `unet/`, `vae/`, `scheduler/`): a local path, or a Hub repo id already in
-//! the Hugging Face cache.
+//! `text_encoder/`, `unet/`, `vae/`, `scheduler/`): a local path, or a Hub repo id, downloaded
+//! into the Hugging Face cache by [`crate::hub`] (only looked up there with `HF_HUB_OFFLINE`).
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +9,8 @@ use serde::de::DeserializeOwned;
 use xla_graphs::models::clip::CLIPTextConfig;
 use xla_graphs::models::unet::UNet2DConditionConfig;
 use xla_graphs::models::vae::AutoencoderKLConfig;
+
+use crate::hub;
 
 /// A model folder with its component configs parsed.
 #[derive(Debug)]
@@ -30,10 +32,11 @@ pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
 }
 
 impl ModelFolder {
-    /// Opens `name_or_path`: a folder, or a Hub repo id (`org/name`) found in the local
-    /// Hugging Face cache at `revision` (default `main`).
+    /// Opens `name_or_path`: a folder, or a Hub repo id (`org/name`) at `revision` (default
+    /// `main`), whose files (the `variant` weights) are downloaded into the Hugging Face cache
+    /// when missing there; with `HF_HUB_OFFLINE` set, the cache alone is used.
     pub fn open(name_or_path: &str, revision: Option<&str>, variant: Option<&str>) -> Result<Self> {
-        let root = resolve(name_or_path, revision)?;
+        let root = resolve(name_or_path, revision, variant)?;
         if !root.join("unet").is_dir() || !root.join("text_encoder").is_dir() {
             bail!(
                 "{} is not a diffusers model folder (it needs model_index.json, tokenizer/, text_encoder/, unet/, vae/, scheduler/)",
@@ -55,19 +58,7 @@ impl ModelFolder {
     }
 }
 
-/// The Hugging Face hub cache: `$HF_HUB_CACHE`, `$HF_HOME/hub` or `~/.cache/huggingface/hub`.
-fn hub_cache() -> Option<PathBuf> {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    var("HF_HUB_CACHE")
-        .or_else(|| var("HF_HOME").map(|h| h.join("hub")))
-        .or_else(|| var("HOME").map(|h| h.join(".cache/huggingface/hub")))
-}
-
-fn resolve(name_or_path: &str, revision: Option<&str>) -> Result<PathBuf> {
+fn resolve(name_or_path: &str, revision: Option<&str>, variant: Option<&str>) -> Result<PathBuf> {
     let path = Path::new(name_or_path);
     if path.is_dir() {
         return Ok(path.to_path_buf());
@@ -78,26 +69,18 @@ fn resolve(name_or_path: &str, revision: Option<&str>) -> Result<PathBuf> {
         bail!("model folder {name_or_path} does not exist; pass a diffusers folder or a Hub repo id such as runwayml/stable-diffusion-v1-5");
     }
     let revision = revision.unwrap_or("main");
-    let repo = hub_cache()
-        .map(|c| c.join(format!("models--{}", name_or_path.replace('/', "--"))))
-        .filter(|r| r.is_dir());
-    if let Some(repo) = repo {
-        // A branch or tag name maps to a commit through refs/; a commit hash is used as is.
-        let commit = std::fs::read_to_string(repo.join("refs").join(revision))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| revision.to_string());
-        let snapshot = repo.join("snapshots").join(commit);
-        if snapshot.is_dir() {
-            return Ok(snapshot);
-        }
+    if !hub::offline() {
+        return hub::download(name_or_path, revision, variant);
     }
-    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0");
-    let why = if offline {
-        "HF_HUB_OFFLINE is set and it is"
-    } else {
-        "it is"
-    };
+    if let Some(snapshot) = hub::cached_snapshot(name_or_path, revision) {
+        let what = format!(
+            "HF_HUB_OFFLINE is set and the cached copy of {name_or_path} at revision {revision}"
+        );
+        hub::check_snapshot(&snapshot, variant, &what)
+            .map_err(|e| anyhow::anyhow!("{e:#}; download it again without HF_HUB_OFFLINE"))?;
+        return Ok(snapshot);
+    }
     bail!(
-        "{why} not in the local Hugging Face cache at revision {revision}; fetch it first with `huggingface-cli download {name_or_path}` (or pass a local folder)"
+        "HF_HUB_OFFLINE is set and {name_or_path} is not in the local Hugging Face cache at revision {revision}; fetch it first with `huggingface-cli download {name_or_path}` (or pass a local folder)"
     )
 }

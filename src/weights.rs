@@ -172,33 +172,70 @@ fn encode(values: &[f64], dtype: DType) -> Result<Vec<u8>> {
     })
 }
 
-/// The weight files of a diffusers component folder: `<stem>.safetensors`, or with a variant
-/// `<stem>.<variant>.safetensors`, or a sharded `<stem>.safetensors.index.json`.
+/// The names a component's safetensors weights may have, as diffusers and transformers save
+/// them: one file `<stem>.safetensors` (with a variant `<stem>.<variant>.safetensors`), else a
+/// shard index `<stem>.safetensors.index.json` (with a variant
+/// `<stem>.safetensors.index.<variant>.json`, or the older `<stem>.<variant>.safetensors.index.json`)
+/// whose `weight_map` lists the shards. Returns (the single file, the index names in the order
+/// they are looked for). The Hub download ([`crate::hub`]) picks files by the same names.
+pub fn weight_file_names(stem: &str, variant: Option<&str>) -> (String, Vec<String>) {
+    match variant {
+        Some(v) => (
+            format!("{stem}.{v}.safetensors"),
+            vec![
+                format!("{stem}.safetensors.index.{v}.json"),
+                format!("{stem}.{v}.safetensors.index.json"),
+            ],
+        ),
+        None => (
+            format!("{stem}.safetensors"),
+            vec![format!("{stem}.safetensors.index.json")],
+        ),
+    }
+}
+
+/// The shard files a safetensors index lists in its `weight_map` (relative to the index's
+/// folder), sorted and without repeats.
+pub fn shard_names(index: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(index)
+        .with_context(|| format!("cannot read {}", index.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", index.display()))?;
+    let map = json["weight_map"]
+        .as_object()
+        .with_context(|| format!("{} has no weight_map", index.display()))?;
+    let mut files: Vec<String> = map
+        .values()
+        .filter_map(|v| v.as_str())
+        .map(str::to_string)
+        .collect();
+    files.sort();
+    files.dedup();
+    if let Some(bad) = files
+        .iter()
+        .find(|f| f.is_empty() || f.starts_with('/') || f.split('/').any(|part| part == ".."))
+    {
+        bail!(
+            "{} lists a shard outside its folder: {bad}",
+            index.display()
+        );
+    }
+    Ok(files)
+}
+
+/// The weight files of a diffusers component folder, by the names of [`weight_file_names`].
 pub fn component_files(dir: &Path, stem: &str, variant: Option<&str>) -> Result<Vec<PathBuf>> {
-    let name = |ext: &str| match variant {
-        Some(v) => format!("{stem}.{v}.{ext}"),
-        None => format!("{stem}.{ext}"),
-    };
-    let single = dir.join(name("safetensors"));
+    let (single_name, index_names) = weight_file_names(stem, variant);
+    let single = dir.join(&single_name);
     if single.is_file() {
         return Ok(vec![single]);
     }
-    let index = dir.join(name("safetensors.index.json"));
-    if index.is_file() {
-        let text = std::fs::read_to_string(&index)?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", index.display()))?;
-        let map = json["weight_map"]
-            .as_object()
-            .with_context(|| format!("{} has no weight_map", index.display()))?;
-        let mut files: Vec<PathBuf> = map
-            .values()
-            .filter_map(|v| v.as_str())
-            .map(|f| dir.join(f))
-            .collect();
-        files.sort();
-        files.dedup();
-        return Ok(files);
+    if let Some(index) = index_names
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+    {
+        return Ok(shard_names(&index)?.iter().map(|f| dir.join(f)).collect());
     }
     let hint = match variant {
         Some(v) => format!(" (variant {v}; drop --variant if the folder has plain files)"),
@@ -207,5 +244,5 @@ pub fn component_files(dir: &Path, stem: &str, variant: Option<&str>) -> Result<
         }
         None => String::new(),
     };
-    bail!("no {} in {}{hint}", name("safetensors"), dir.display())
+    bail!("no {single_name} in {}{hint}", dir.display())
 }

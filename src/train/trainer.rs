@@ -45,8 +45,6 @@ pub struct TrainOutcome {
 const LOSS_READ_EVERY: usize = 10;
 
 pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
-    // Installing the handler twice in one process (tests) is harmless: the first one stays.
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
     let client = open_client(&args.device)?;
     let devices = args.num_devices.unwrap_or(client.device_count());
     if devices == 0 || devices > client.device_count() {
@@ -57,6 +55,10 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         );
     }
     let run = plan(args, devices)?;
+    // Installed once the model is open (downloaded): Ctrl-C during a download ends the process
+    // at once, and the next run resumes the partial file. Installing the handler twice in one
+    // process (tests) is harmless: the first one stays.
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
     let out = &args.output_dir;
     let resume = match &args.resume_from_checkpoint {
         Some(spec) => Some(checkpoint::load(&checkpoint::resolve(out, spec)?)?),
