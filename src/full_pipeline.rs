@@ -61,7 +61,38 @@ pub fn save_full_pipeline(
         hidden,
     )?;
     copy_tree(tokenizer, &out.join("tokenizer"), &|_| false)?;
-    write_tokenizer(tokenizer, &out.join("tokenizer"), tokens, first_id)
+    write_tokenizer(tokenizer, &out.join("tokenizer"), tokens, first_id)?;
+    drop_absent_components(out)
+}
+
+/// Marks the components that `model_index.json` lists but the folder lacks as absent
+/// (`[null, null]`), as diffusers writes a pipeline saved without them: a model downloaded from
+/// the Hub holds only what ti-xla reads (no `safety_checker/`, `feature_extractor/`), and
+/// diffusers could not load the saved pipeline otherwise.
+fn drop_absent_components(out: &Path) -> Result<()> {
+    let path = out.join("model_index.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let mut index: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let Some(entries) = index.as_object_mut() else {
+        return Ok(());
+    };
+    let mut changed = false;
+    for (name, entry) in entries.iter_mut() {
+        let listed = entry
+            .as_array()
+            .is_some_and(|a| a.len() == 2 && !a[0].is_null());
+        if listed && !name.starts_with('_') && !out.join(name).is_dir() {
+            *entry = json!([null, null]);
+            changed = true;
+        }
+    }
+    if changed {
+        crate::atomic_file::write_atomic(&path, serde_json::to_string_pretty(&index)?.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// Copies `from` into `to`, skipping files for which `skip(relative path)` holds.

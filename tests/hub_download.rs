@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
+use ti_xla::full_pipeline::{save_full_pipeline, LearnedTokens};
 use ti_xla::model_folder::ModelFolder;
 use ti_xla::weights::{component_files, WeightFiles};
 
@@ -951,4 +952,69 @@ fn revisions_are_honoured_and_share_blobs() {
     let mut refs = tree(&repo.join("refs"));
     refs.sort();
     assert_eq!(refs, vec!["main", "v1.0"]);
+}
+
+#[test]
+fn a_full_pipeline_saved_from_a_download_lists_only_the_components_it_has() {
+    // As on the Hub, model_index.json names a safety checker and a feature extractor, which
+    // ti-xla does not download.
+    let mut repo = FakeRepo::tiny_sd1();
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&repo.files["model_index.json"]).unwrap();
+    index["safety_checker"] =
+        serde_json::json!(["stable_diffusion", "StableDiffusionSafetyChecker"]);
+    index["feature_extractor"] = serde_json::json!(["transformers", "CLIPImageProcessor"]);
+    repo.files
+        .insert("model_index.json".into(), index.to_string().into_bytes());
+    for name in [
+        "safety_checker/config.json",
+        "safety_checker/model.safetensors",
+        "feature_extractor/preprocessor_config.json",
+    ] {
+        repo.files.insert(name.into(), b"{}".to_vec());
+    }
+    let server = Server::start(&[("fake-org/with-checker", repo)]);
+    let dir = scratch("full-pipeline");
+    let home = dir.join("hf");
+    let env = [
+        ("HF_ENDPOINT", server.url.as_str()),
+        ("HF_HOME", home.to_str().unwrap()),
+    ];
+    let root = ok(&open("fake-org/with-checker", "", "", &env));
+    assert!(!root.join("safety_checker").exists());
+
+    let folder = ModelFolder::open(root.to_str().unwrap(), None, None).unwrap();
+    let hidden = folder.text_encoder.hidden_size;
+    let out = dir.join("pipeline");
+    save_full_pipeline(
+        &root,
+        &root.join("tokenizer"),
+        None,
+        &out,
+        &LearnedTokens {
+            names: &["<x>".to_string()],
+            first_id: folder.text_encoder.vocab_size,
+            rows: &vec![0.0; hidden],
+            hidden,
+        },
+    )
+    .unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("model_index.json")).unwrap())
+            .unwrap();
+    let absent = serde_json::json!([null, null]);
+    assert_eq!(saved["safety_checker"], absent);
+    assert_eq!(saved["feature_extractor"], absent);
+    assert_eq!(
+        saved["unet"],
+        serde_json::json!(["diffusers", "UNet2DConditionModel"])
+    );
+    assert_eq!(
+        saved["text_encoder"],
+        serde_json::json!(["transformers", "CLIPTextModel"])
+    );
+    assert_eq!(
+        saved["tokenizer"],
+        serde_json::json!(["transformers", "CLIPTokenizer"])
+    );
 }
