@@ -173,8 +173,25 @@ pub struct TrainArgs {
     /// Also save a full diffusers pipeline that knows the new token.
     #[arg(long = "save-as-full-pipeline", alias = "save_as_full_pipeline")]
     pub save_as_full_pipeline: bool,
+    /// Also make images of this prompt with the current embedding while training, into
+    /// output-dir/validation/step-N/.
+    #[arg(long = "validation-prompt", alias = "validation_prompt")]
+    pub validation_prompt: Option<String>,
+    /// Images per validation.
+    #[arg(
+        long = "num-validation-images",
+        alias = "num_validation_images",
+        default_value_t = 4
+    )]
+    pub num_validation_images: usize,
+    /// Make validation images every N steps.
+    #[arg(
+        long = "validation-steps",
+        alias = "validation_steps",
+        default_value_t = 100
+    )]
+    pub validation_steps: usize,
     /// Devices to train on [default: every local device].
-    #[arg(long = "num-devices", alias = "num_devices")]
     pub num_devices: Option<usize>,
     /// Run the VAE encoder every step instead of caching each image's latent moments.
     #[arg(long = "no-cache-latents", alias = "no_cache_latents")]

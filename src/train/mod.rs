@@ -1,5 +1,5 @@
 //! Training Textual Inversion: flags, run planning, the compiled step, the host loop,
-//! checkpoints and progress reporting.
+//! checkpoints, progress reporting and validation images.
 
 pub mod args;
 pub mod checkpoint;
@@ -9,3 +9,4 @@ pub mod progress;
 pub mod setup;
 pub mod step;
 pub mod trainer;
+pub mod validation;

@@ -20,6 +20,7 @@ use super::checkpoint::{self, RowState, TrainerState};
 use super::progress::{Progress, StepRecord};
 use super::setup::{plan, RunPlan};
 use super::step::{open_component, CompiledStep};
+use super::validation::{self, Validation};
 use crate::data::dataset::{epoch_plan, Sample};
 use crate::device::open_client;
 use crate::export::write_learned_embeds;
@@ -111,6 +112,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
     );
     eprintln!("compiling the training step (cached after the first run) ...");
     let step_program = CompiledStep::new(&client, &run.folder, config)?;
+    let validation = Validation::new(&client, &run, args, devices)?;
     let moment_table = match latents {
         LatentSource::Cached { .. } => {
             Some(cache_moments(&client, &run, args.resolution, devices)?)
@@ -265,6 +267,10 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
                 return Err(Interrupted(dir).into());
             }
         }
+        if let Some(v) = validation.as_ref().filter(|v| v.due(state.step)) {
+            let dir = v.run(&client, state.step, &buffers[0][0].to_vec::<f32>()?, out)?;
+            progress.println(&format!("validation images: {}", dir.display()));
+        }
     }
     progress.finish();
     let learned_embeds = out.join("learned_embeds.safetensors");
@@ -297,7 +303,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
         .collect();
-    super::loss_plot::write(&out.join("loss.png"), &logged, &[])?;
+    super::loss_plot::write(&out.join("loss.png"), &logged, &validation::marks(out))?;
     Ok(TrainOutcome {
         learned_embeds,
         steps: state.step,
@@ -316,6 +322,7 @@ fn prepare_output_dir(out: &Path, overwrite: bool) -> Result<()> {
             name.starts_with("learned_embeds")
                 || name.starts_with("checkpoint-")
                 || name == "train_log.jsonl"
+                || name == "validation"
         })
         .collect();
     if earlier.is_empty() {
