@@ -192,6 +192,7 @@ pub struct TrainArgs {
     )]
     pub validation_steps: usize,
     /// Devices to train on [default: every local device].
+    #[arg(long = "num-devices", alias = "num_devices")]
     pub num_devices: Option<usize>,
     /// Run the VAE encoder every step instead of caching each image's latent moments.
     #[arg(long = "no-cache-latents", alias = "no_cache_latents")]
