@@ -89,10 +89,16 @@ pub fn cache_dir() -> Option<PathBuf> {
         .or_else(|| hf_home().map(|h| h.join("hub")))
 }
 
-/// Whether `HF_HUB_OFFLINE` is set to a true value (1, ON, YES, TRUE in any case).
-pub fn offline() -> bool {
-    env_value("HF_HUB_OFFLINE")
+/// Whether `key` is set to a true value (1, ON, YES, TRUE in any case), as huggingface_hub reads
+/// its switches.
+fn env_true(key: &str) -> bool {
+    env_value(key)
         .is_some_and(|v| matches!(v.to_ascii_uppercase().as_str(), "1" | "ON" | "YES" | "TRUE"))
+}
+
+/// Whether `HF_HUB_OFFLINE` is set to a true value.
+pub fn offline() -> bool {
+    env_true("HF_HUB_OFFLINE")
 }
 
 /// The access token: `$HF_TOKEN` (or the older `$HUGGING_FACE_HUB_TOKEN`), else the file
@@ -382,6 +388,13 @@ impl Hub {
                 )
             })?
             .to_string();
+        if commit.is_empty() || !commit.chars().all(|c| c.is_ascii_alphanumeric()) {
+            bail!(
+                "the file list of {} from {} names an odd commit: {commit:?}",
+                self.what(),
+                self.endpoint
+            );
+        }
         let mut files = BTreeMap::new();
         for sibling in json["siblings"].as_array().into_iter().flatten() {
             let Some(name) = sibling["rfilename"].as_str() else {
@@ -415,6 +428,7 @@ impl Hub {
         announced: &mut bool,
     ) -> Result<()> {
         let target = snapshot.join(name);
+        let commit = snapshot.file_name().unwrap_or_default().to_string_lossy();
         let complete = |p: &Path| {
             std::fs::metadata(p)
                 .is_ok_and(|m| m.is_file() && remote.size.map_or(true, |s| m.len() == s))
@@ -442,24 +456,29 @@ impl Hub {
         }
         if !*announced {
             *announced = true;
+            let short: String = commit.chars().take(12).collect();
             eprintln!(
-                "Downloading {} (commit {}) into {}",
+                "Downloading {} (commit {short}) into {}",
                 self.what(),
-                snapshot.file_name().map_or(String::new(), |c| c
-                    .to_string_lossy()
-                    .chars()
-                    .take(12)
-                    .collect()),
                 self.cache.display()
             );
         }
-        let large = remote.size.map_or(true, |s| s >= BAR_FROM_BYTES);
+        let large = remote.size.map_or(true, |s| s >= BAR_FROM_BYTES)
+            && !env_true("HF_HUB_DISABLE_PROGRESS_BARS");
         let result = if large {
             repo.download_with_progress(name, ProgressBar::new(0))
         } else {
             repo.download_with_progress(name, ())
         };
         let path = result.map_err(|e| self.api_error(e, name))?;
+        if path != target {
+            bail!(
+                "{} sent {name} of {} from another commit than {commit} ({}); run again",
+                self.endpoint,
+                self.repo_id,
+                path.display()
+            );
+        }
         let got = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if let Some(size) = remote.size.filter(|&s| s != got) {
             let blob = std::fs::canonicalize(&path).ok();

@@ -61,6 +61,8 @@ struct FakeRepo {
     revisions: BTreeMap<String, String>,
     /// Files are served only with this bearer token (a gated repo); the file list is public.
     token: Option<String>,
+    /// A file whose size the file list gives one byte too large.
+    misreported: Option<String>,
 }
 
 impl FakeRepo {
@@ -85,6 +87,7 @@ impl FakeRepo {
             files,
             revisions,
             token: None,
+            misreported: None,
         }
     }
 
@@ -266,15 +269,16 @@ fn route(hub: &Hub, url: &str, path: &str, range: Option<&str>, auth: Option<&St
             .files
             .iter()
             .map(|(name, bytes)| {
+                let size = bytes.len() + usize::from(repo.misreported.as_ref() == Some(name));
                 let mut s = serde_json::json!({
                     "rfilename": name,
-                    "size": bytes.len(),
+                    "size": size,
                     "blobId": digest(name.as_bytes(), 40),
                 });
                 if is_lfs(name) {
                     s["lfs"] = serde_json::json!({
                         "sha256": blob_id(name, bytes),
-                        "size": bytes.len(),
+                        "size": size,
                         "pointerSize": 134,
                     });
                 } else {
@@ -1017,4 +1021,41 @@ fn a_full_pipeline_saved_from_a_download_lists_only_the_components_it_has() {
         saved["tokenizer"],
         serde_json::json!(["transformers", "CLIPTokenizer"])
     );
+}
+
+#[test]
+fn a_download_of_the_wrong_size_is_removed() {
+    let vae = "vae/diffusion_pytorch_model.safetensors";
+    let mut repo = FakeRepo::tiny_sd1();
+    repo.misreported = Some(vae.into());
+    let bytes = repo.files[vae].clone();
+    let server = Server::start(&[("fake-org/tiny-sd1", repo)]);
+    let dir = scratch("wrong-size");
+    let home = dir.join("hf");
+    let env = [
+        ("HF_ENDPOINT", server.url.as_str()),
+        ("HF_HOME", home.to_str().unwrap()),
+    ];
+    let e = err(&open("fake-org/tiny-sd1", "", "", &env));
+    assert!(
+        e.contains(&format!(
+            "{vae} from fake-org/tiny-sd1 at revision main ended at {} of {} bytes",
+            bytes.len(),
+            bytes.len() + 1
+        )),
+        "{e}"
+    );
+    let repo_dir = cache_repo(&home, "fake-org/tiny-sd1");
+    assert!(repo_dir
+        .join("snapshots")
+        .join(MAIN)
+        .join("unet/config.json")
+        .is_file());
+    assert!(repo_dir
+        .join("snapshots")
+        .join(MAIN)
+        .join(vae)
+        .symlink_metadata()
+        .is_err());
+    assert!(!repo_dir.join("blobs").join(blob_id(vae, &bytes)).exists());
 }
