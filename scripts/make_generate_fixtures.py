@@ -7,6 +7,8 @@ Written to tests/fixtures/<model>/reference/:
 - `learned_embeds.safetensors`: a 2-vector embedding `<cat-toy>` [2, D] in diffusers' format
   (loaded with `pipe.load_textual_inversion`, so the prompt's `<cat-toy>` expands to
   `<cat-toy> <cat-toy>_1`);
+- (tiny-sd1 only) `learned_embeds.pt`, the same rows as A1111's `.pt` dict, and
+  `learned_embeds.bin`, as diffusers' `torch.save({token: tensor})` in float16;
 - `generate.safetensors`: `latents` [1, 4, h, w] (standard normals: the pipeline multiplies them
   by init_noise_sigma, as `ti-xla generate --latents` does), `noise` [steps, 1, 4, h, w]
   (Euler ancestral's draws, patched in for `randn_tensor`), and `<case>.<scheduler>.images`
@@ -71,6 +73,19 @@ def make(model):
     rows = 0.5 * torch.randn((2, hidden), generator=gen)
     embeds_path = os.path.join(out_dir, "learned_embeds.safetensors")
     save_file({"<cat-toy>": rows.contiguous()}, embeds_path, metadata={"format": "pt"})
+    if model == "tiny-sd1":
+        # The same rows as PyTorch files: A1111's dict (as its textual_inversion.py saves it,
+        # the rows a Parameter) and diffusers' `.bin`.
+        a1111 = {
+            "string_to_token": {"*": 265},
+            "string_to_param": {"*": torch.nn.Parameter(rows.clone())},
+            "name": "<cat-toy>",
+            "step": 100,
+            "sd_checkpoint": "0123abcd",
+            "sd_checkpoint_name": "tiny-sd1",
+        }
+        torch.save(a1111, os.path.join(out_dir, "learned_embeds.pt"))
+        torch.save({"<cat-toy>": rows.half()}, os.path.join(out_dir, "learned_embeds.bin"))
 
     tensors = {"latents": latents, "noise": noise}
     for case, prompts in CASES.items():

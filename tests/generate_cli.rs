@@ -291,6 +291,21 @@ fn embedding_files_of_each_format_load() {
         assert_eq!(learned, want, "{stem}: {prompt}");
     }
 
+    // PyTorch files, read without unpickling: A1111's `.pt` dict and diffusers' `.bin` (f16).
+    let reference = |ext: &str| {
+        read_embedding(
+            &model().join(format!("reference/learned_embeds.{ext}")),
+            None,
+        )
+        .unwrap()
+    };
+    let (st, pt, bin) = (reference("safetensors"), reference("pt"), reference("bin"));
+    assert_eq!((&pt.token, &pt.rows, pt.hidden), (&st.token, &st.rows, 16));
+    assert_eq!((&bin.token, bin.num_vectors()), (&st.token, 2));
+    for (b, s) in bin.rows.iter().zip(&st.rows) {
+        assert!((b - s).abs() <= 1e-3 * s.abs().max(1.0), "{b} vs {s}");
+    }
+
     // --token renames; two files take consecutive ids.
     let a = read_embedding(&dir.join("multi.safetensors"), Some("<renamed>")).unwrap();
     let b = read_embedding(&dir.join("diffusers_1d.safetensors"), None).unwrap();
@@ -321,7 +336,10 @@ fn bad_embedding_files_fail_with_one_line() {
 
     let pickle = dir.join("a1111.pt");
     std::fs::write(&pickle, b"PK\x03\x04 not really a zip").unwrap();
-    one_line_error(&run(&pickle), "convert it to safetensors");
+    one_line_error(&run(&pickle), "not a torch.save archive");
+    let legacy = dir.join("old.pt");
+    std::fs::write(&legacy, b"\x80\x02\x8a\x0alegacy").unwrap();
+    one_line_error(&run(&legacy), "pre-1.6 format");
 
     let text = dir.join("notes.txt");
     std::fs::write(&text, "hello").unwrap();

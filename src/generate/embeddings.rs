@@ -3,7 +3,7 @@
 //! (`emb_params`, or `string_to_param.*` from a flattened A1111 dict, named by the metadata's
 //! `name` or the file name), then the tokens added to the tokenizer after the vocabulary and
 //! multi-vector tokens expanded in prompts (`P` -> `P P_1 P_2`).
-//! PyTorch pickles (A1111 `.pt`, diffusers `.bin`) are refused: unpickling can run code.
+//! PyTorch files (A1111 `.pt`, diffusers `.bin`) are read without unpickling (`torch_pickle`).
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
+use super::torch_pickle;
 use crate::tokenizer::{placeholder_token_names, ClipTokenizer};
 
 /// The key of A1111's (and kohya's) safetensors embeddings.
@@ -42,42 +43,72 @@ impl LearnedEmbedding {
 /// Reads an embedding file; `token` replaces the name stored in it.
 pub fn read_embedding(path: &Path, token: Option<&str>) -> Result<LearnedEmbedding> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    // torch.save writes a zip archive (or, before torch 1.6, a bare pickle).
-    if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // torch.save writes a zip archive; before torch 1.6, a bare pickle.
+    let found = if bytes.starts_with(b"PK\x03\x04") {
+        from_torch(&bytes, stem).with_context(|| format!("{}", path.display()))?
+    } else if bytes.first() == Some(&0x80) {
         bail!(
-            "{} is a PyTorch pickle (.pt/.bin), which ti-xla does not load because unpickling can run code; convert it to safetensors first (safetensors.torch.save_file)",
+            "{} is a PyTorch file in the pre-1.6 format, which ti-xla does not read; save it again with a current torch, or as safetensors",
+            path.display()
+        );
+    } else {
+        from_safetensors(&bytes, stem).with_context(|| format!("{}", path.display()))?
+    };
+    let hidden = match found.shape.as_slice() {
+        [d] if *d > 0 => *d,
+        [n, d] if *n > 0 && *d > 0 => *d,
+        shape => bail!(
+            "{} in {} has shape {shape:?}; an embedding is [vectors, hidden] or [hidden]",
+            found.key,
+            path.display()
+        ),
+    };
+    let token = token.map_or(found.name, str::to_string);
+    if token.trim().is_empty() {
+        bail!(
+            "{} names no token: pass --token NAME for it",
             path.display()
         );
     }
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not a safetensors embedding file ({e})",
-            path.display()
-        )
-    })?;
-    let metadata_name = SafeTensors::read_metadata(&bytes)
+    Ok(LearnedEmbedding {
+        token,
+        hidden,
+        rows: found.values,
+        path: path.to_path_buf(),
+    })
+}
+
+/// The embedding tensor a file holds, before its shape is checked.
+struct Found {
+    /// Where in the file it is, for errors.
+    key: String,
+    /// The token the file names.
+    name: String,
+    shape: Vec<usize>,
+    values: Vec<f32>,
+}
+
+fn from_safetensors(bytes: &[u8], stem: String) -> Result<Found> {
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| anyhow::anyhow!("not a safetensors embedding file ({e})"))?;
+    let metadata_name = SafeTensors::read_metadata(bytes)
         .ok()
         .and_then(|(_, m)| m.metadata().as_ref()?.get("name").cloned());
-    let stem = || {
-        path.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
     let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
     names.sort();
-    let (key, stored_name) = if names.iter().any(|n| n == STRING_TO_PARAM) {
-        (
-            STRING_TO_PARAM.to_string(),
-            metadata_name.unwrap_or_else(stem),
-        )
+    let (key, name) = if names.iter().any(|n| n == STRING_TO_PARAM) {
+        (STRING_TO_PARAM.to_string(), metadata_name.unwrap_or(stem))
     } else if names.iter().any(|n| n == EMB_PARAMS) {
-        (EMB_PARAMS.to_string(), metadata_name.unwrap_or_else(stem))
+        (EMB_PARAMS.to_string(), metadata_name.unwrap_or(stem))
     } else if names.len() == 1 {
         (names[0].clone(), names[0].clone())
     } else {
         bail!(
-            "{} is not an embedding file ti-xla knows: it holds {}; expected one tensor named by its token (diffusers), `{EMB_PARAMS}` (A1111, kohya) or `{STRING_TO_PARAM}` (a flattened A1111 dict)",
-            path.display(),
+            "not an embedding file ti-xla knows: it holds {}; expected one tensor named by its token (diffusers), `{EMB_PARAMS}` (A1111, kohya) or `{STRING_TO_PARAM}` (a flattened A1111 dict)",
             if names.is_empty() { "no tensors".to_string() } else { format!("tensors {}", names.join(", ")) }
         );
     };
@@ -98,32 +129,43 @@ pub fn read_embedding(path: &Path, token: Option<&str>) -> Result<LearnedEmbeddi
             .chunks_exact(2)
             .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
-        other => bail!(
-            "{key} in {} is {other:?}; an embedding is f32, f16 or bf16",
-            path.display()
-        ),
+        other => bail!("{key} is {other:?}; an embedding is f32, f16 or bf16"),
     };
-    let hidden = match view.shape() {
-        [d] if *d > 0 => *d,
-        [n, d] if *n > 0 && *d > 0 => *d,
-        shape => bail!(
-            "{key} in {} has shape {shape:?}; an embedding is [vectors, hidden] or [hidden]",
-            path.display()
-        ),
-    };
-    let token = token.map_or(stored_name, str::to_string);
-    if token.trim().is_empty() {
-        bail!(
-            "{} names no token: pass --token NAME for it",
-            path.display()
-        );
-    }
-    Ok(LearnedEmbedding {
-        token,
-        hidden,
-        rows: values,
-        path: path.to_path_buf(),
+    Ok(Found {
+        key,
+        name,
+        shape: view.shape().to_vec(),
+        values,
     })
+}
+
+/// A1111's `.pt` (`string_to_param["*"]` and `name`) or diffusers' `.bin` (`{token: tensor}`).
+fn from_torch(bytes: &[u8], stem: String) -> Result<Found> {
+    let value = torch_pickle::load(bytes)?;
+    let (key, name, tensor) = if let Some(params) = value.get("string_to_param") {
+        let name = match value.get("name") {
+            Some(torch_pickle::Value::Str(n)) => n.clone(),
+            _ => stem,
+        };
+        ("string_to_param[\"*\"]".to_string(), name, params.get("*"))
+    } else {
+        match &value {
+            torch_pickle::Value::Dict(items) if items.len() == 1 => match &items[0] {
+                (torch_pickle::Value::Str(k), t) => (k.clone(), k.clone(), Some(t)),
+                _ => bail!("the PyTorch file's one entry is not keyed by a token"),
+            },
+            _ => bail!("not an embedding file ti-xla knows: expected an A1111 dict with string_to_param or one tensor keyed by its token (diffusers)"),
+        }
+    };
+    match tensor {
+        Some(torch_pickle::Value::Tensor(t)) => Ok(Found {
+            key,
+            name,
+            shape: t.shape.clone(),
+            values: t.values.clone(),
+        }),
+        _ => bail!("{key} is not a tensor"),
+    }
 }
 
 /// Reads every `--learned-embeds` file, with the `--token` names in the files' order.

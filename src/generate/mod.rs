@@ -10,6 +10,7 @@ pub mod embeddings;
 pub mod output;
 pub mod pipeline;
 pub mod progress;
+pub mod torch_pickle;
 
 use std::path::{Path, PathBuf};
 

@@ -40,7 +40,7 @@ impl StepProgress {
                 bar.set_position(done as u64);
                 bar.set_message(format!("{rate:.2} steps/s"));
             }
-            None if done == self.total || done % (self.total / 10).max(1) == 0 => {
+            None if done == self.total || done.is_multiple_of((self.total / 10).max(1)) => {
                 eprintln!("step {done}/{}  {rate:.2} steps/s", self.total)
             }
             None => {}

@@ -107,7 +107,7 @@ impl Validation {
 
     /// Whether images are due after optimizer step `step` (1-based).
     pub fn due(&self, step: usize) -> bool {
-        step % self.every == 0
+        step.is_multiple_of(self.every)
     }
 
     /// Makes the images with `rows` into `out/validation/step-{step}/`; returns that folder.
