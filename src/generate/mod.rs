@@ -11,6 +11,7 @@ pub mod output;
 pub mod pipeline;
 pub mod progress;
 pub mod torch_pickle;
+pub mod zip_archive;
 
 use std::path::{Path, PathBuf};
 
