@@ -49,7 +49,7 @@ while [[ $# -gt 0 ]]; do
         --out) out=$2; shift 2 ;;
         --alt-plugin) alt_plugin=$2; shift 2 ;;
         --dump-hlo) dump_hlo=$2; shift 2 ;;
-        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done

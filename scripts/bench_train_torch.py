@@ -23,6 +23,7 @@ saves. `loss.item()` ends each timed step (CPU torch is synchronous anyway).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -76,10 +77,18 @@ def main():
     ap.add_argument("--initializer-token", default="toy")
     ap.add_argument("--learning-rate", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no",
+                    help="as the example's flag: frozen VAE/UNet in that dtype, the text encoder "
+                         "in f32 under autocast (what accelerate does)")
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    weight_dtype = torch.float32
+    device = torch.device(args.device)
+    weight_dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.mixed_precision]
+    # accelerate.prepare(text_encoder) wraps its forward in autocast when mixed precision is on.
+    autocast = (torch.autocast(device_type=device.type, dtype=weight_dtype)
+                if args.mixed_precision != "no" else contextlib.nullcontext())
 
     t0 = time.perf_counter()
     tokenizer = CLIPTokenizer.from_pretrained(args.model, subfolder="tokenizer")
@@ -108,14 +117,16 @@ def main():
     text_model.final_layer_norm.requires_grad_(False)
     text_model.embeddings.position_embedding.requires_grad_(False)
 
+    text_encoder.to(device)  # before the optimizer, as accelerate.prepare does
     optimizer = torch.optim.AdamW(
         text_encoder.get_input_embeddings().parameters(),
         lr=args.learning_rate, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8,
     )
     lr_scheduler = get_scheduler("constant", optimizer=optimizer, num_warmup_steps=0,
                                  num_training_steps=args.warmup + args.steps)
-    unet.to(dtype=weight_dtype)
-    vae.to(dtype=weight_dtype)
+    text_encoder.to(device)
+    unet.to(device, dtype=weight_dtype)
+    vae.to(device, dtype=weight_dtype)
     orig_embeds_params = text_encoder.get_input_embeddings().weight.data.clone()
     load_s = time.perf_counter() - t0
 
@@ -133,6 +144,7 @@ def main():
                  else pixels[(i * args.batch + j) % len(pixels)] for j in range(args.batch)]),
             "input_ids": input_ids,
         }
+        batch = {k: v.to(device) for k, v in batch.items()}
         s = time.perf_counter()
         # ---- textual_inversion.py's step ----
         latents = vae.encode(batch["pixel_values"].to(dtype=weight_dtype)).latent_dist.sample().detach()
@@ -142,7 +154,8 @@ def main():
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), device=latents.device)
         timesteps = timesteps.long()
         noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
-        encoder_hidden_states = text_encoder(batch["input_ids"])[0].to(dtype=weight_dtype)
+        with autocast:
+            encoder_hidden_states = text_encoder(batch["input_ids"])[0].to(dtype=weight_dtype)
         model_pred = unet(noisy_latents, timesteps, encoder_hidden_states).sample
         if noise_scheduler.config.prediction_type == "epsilon":
             target = noise
@@ -167,7 +180,8 @@ def main():
     timed = times[args.warmup:]
     result = {
         "tool": "diffusers PyTorch",
-        "versions": f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "versions": f"torch {torch.__version__}, {args.device}, {args.mixed_precision}, "
+                    f"{torch.get_num_threads()} threads",
         "resolution": args.resolution,
         "batch": args.batch,
         "load_s": load_s,
@@ -179,6 +193,8 @@ def main():
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "losses": losses,
     }
+    if device.type == "cuda":
+        result["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(result))
     if args.json:
         with open(args.json, "w") as f:
