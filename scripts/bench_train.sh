@@ -22,6 +22,8 @@
 # ti-xla's step times come from output/train_log.jsonl (--save-steps 1 reads every loss back,
 # so each line's `seconds` is when that step finished); the first step is left out of the
 # median (the references' first steps carry allocation and, for Flax, compilation).
+# On a shared machine wall times swing with other load: the CPU seconds per step (user +
+# system over all threads; /proc for ti-xla, time.process_time in the Python scripts) move less.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -61,11 +63,19 @@ results="$out/results-r${resolution}.jsonl"
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
-# Prefixes each stderr line with the seconds since the run began.
+# Prefixes each stderr line with the seconds since the run began and the CPU seconds (user +
+# system, all threads) the process named in the file $2 has used so far.
 stamp() {
-    local t0=$1
+    local t0=$1 pidfile=$2 pid="" cpu
+    local tick
+    tick=$(getconf CLK_TCK)
     while IFS= read -r line; do
-        printf '%.3f %s\n' "$(echo "$(date +%s.%N) - $t0" | bc)" "$line"
+        [[ -z $pid && -s $pidfile ]] && pid=$(cat "$pidfile")
+        cpu=0
+        if [[ -n $pid && -r /proc/$pid/stat ]]; then
+            cpu=$(awk -v t="$tick" '{ sub(/^.*\) /, ""); print ($12 + $13) / t }' "/proc/$pid/stat")
+        fi
+        printf '%.3f %s %s\n' "$(echo "$(date +%s.%N) - $t0" | bc)" "$cpu" "$line"
     done
 }
 
@@ -94,7 +104,13 @@ run_ti_xla() {
         --train-batch-size 1 --max-train-steps $((steps + 1)) --learning-rate 1e-4 \
         --lr-warmup-steps 0 --save-steps 1 --checkpointing-steps 0 --mixed-precision no \
         --num-devices 1 --output-dir "$dir/output" --overwrite --cache-dir "$dir/compile-cache" \
-        "${extra[@]}" 2> >(stamp "$t0" > "$dir/stderr.txt") > "$dir/stdout.txt"
+        "${extra[@]}" 2> >(stamp "$t0" "$dir/pid" > "$dir/stderr.txt") > "$dir/stdout.txt" &
+    local tpid=$!
+    for _ in $(seq 50); do
+        pgrep -P "$tpid" > "$dir/pid" && break
+        sleep 0.1
+    done
+    wait "$tpid"
     sleep 1
     local plugin_desc
     plugin_desc=$(env "${env[@]}" "$ti_xla" devices 2>/dev/null | sed -n 's/^PJRT API: /PJRT API /p')
@@ -104,10 +120,12 @@ d, variant, rnd, before, after, res, plugin = sys.argv[1:]
 log = [json.loads(l) for l in open(f"{d}/output/train_log.jsonl")]
 secs = [r["seconds"] for r in log]
 steps = [secs[0]] + [b - a for a, b in zip(secs, secs[1:])]
-lines = open(f"{d}/stderr.txt").read().splitlines()
-t = lambda pat: next(float(l.split(" ", 1)[0]) for l in lines if pat in l.split(" ", 1)[1])
+lines = [l.split(" ", 2) for l in open(f"{d}/stderr.txt").read().splitlines()]
+t = lambda pat: next(float(l[0]) for l in lines if pat in l[2])
 first_done = t("step 1/")
 compiling = t("compiling the training step")
+cpu = [float(l[1]) for l in lines if l[2].startswith("step ")]
+cpu_steps = [b - a for a, b in zip(cpu, cpu[1:])]
 timing = open(f"{d}/time.txt").read()
 rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing).group(1))
 wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", timing).group(1)
@@ -115,6 +133,7 @@ timed = steps[1:]
 print(json.dumps({
     "tool": variant, "round": int(rnd), "resolution": int(res), "versions": plugin,
     "first_step_s": steps[0], "step_times": timed, "median_s": statistics.median(timed),
+    "cpu_step_times": cpu_steps,
     "startup_to_first_step_s": first_done,
     "setup_s": first_done - steps[0] - compiling,  # compile + weights upload + latent cache
     "peak_rss_mb": rss / 1024, "wall": wall, "load_before": before, "load_after": after,
@@ -166,18 +185,19 @@ for round in $(seq 1 "$rounds"); do
 done
 
 python3 - "$results" "$resolution" <<'EOF'
-import json, sys
+import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if int(json.loads(l)["resolution"]) == int(sys.argv[2])]
 print(f"\nTraining step, {sys.argv[2]}x{sys.argv[2]}, batch 1, f32, 1 CPU device ({sys.argv[1]})")
-print("| round | tool | step median (s) | min-max (s) | vs ti-xla | first step (s) | start-up + warm-up (s) | peak RSS (GB) | load before -> after |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| round | tool | step median (s) | min-max (s) | vs ti-xla | CPU s/step (median) | first step (s) | start-up + warm-up (s) | peak RSS (GB) | load before -> after |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for rnd in sorted({r["round"] for r in rows}):
     this = [r for r in rows if r["round"] == rnd]
     base = next((r["median_s"] for r in this if r["tool"] == "ti-xla"), None)
     for r in this:
         ratio = f"{r['median_s'] / base:.2f}x" if base else "-"
-        first = r["first_step_s"] if r["tool"] != "flax" else r["first_step_s"]
+        cpu = r.get("cpu_step_times") or []
+        cpu = f"{statistics.median(cpu):.1f}" if cpu else "-"
         print(f"| {rnd} | {r['tool']} | {r['median_s']:.2f} | {min(r['step_times']):.2f}-{max(r['step_times']):.2f} "
-              f"| {ratio} | {first:.1f} | {r['startup_to_first_step_s']:.1f} | {r['peak_rss_mb'] / 1024:.1f} "
+              f"| {ratio} | {cpu} | {r['first_step_s']:.1f} | {r['startup_to_first_step_s']:.1f} | {r['peak_rss_mb'] / 1024:.1f} "
               f"| {r['load_before']} -> {r['load_after']} |")
 EOF

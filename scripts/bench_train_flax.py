@@ -265,15 +265,16 @@ def main():
     input_ids = tokenizer([prompt] * total, padding="max_length", truncation=True,
                           max_length=tokenizer.model_max_length, return_tensors="np").input_ids
 
-    times, losses = [], []
+    times, cpu_times, losses = [], [], []
     for i in range(args.warmup + args.steps):
         px = np.stack([pixels[(i * total + j) % len(pixels)][..., ::-1] if (i + j) % 2
                        else pixels[(i * total + j) % len(pixels)] for j in range(total)])
         batch = shard({"pixel_values": np.ascontiguousarray(px), "input_ids": input_ids})
-        s = time.perf_counter()
+        s, c = time.perf_counter(), time.process_time()
         state, train_metric, train_rngs = p_train_step(state, vae_params, unet_params, batch, train_rngs)
         losses.append(float(jax.block_until_ready(train_metric["loss"])[0]))
         times.append(time.perf_counter() - s)
+        cpu_times.append(time.process_time() - c)
         print(f"step {i}: {times[-1]:.3f} s  loss {losses[-1]:.4f}", flush=True)
 
     timed = times[args.warmup:]
@@ -285,6 +286,7 @@ def main():
         "load_s": load_s,
         "first_step_s": times[0],
         "step_times": timed,
+        "cpu_step_times": cpu_times[args.warmup:],
         "median_s": statistics.median(timed),
         "startup_to_first_step_s": time.perf_counter() - T_START - sum(timed),
         "rss_after_mb": rss_mb(),

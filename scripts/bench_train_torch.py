@@ -136,7 +136,7 @@ def main():
                           max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
 
     text_encoder.train()
-    times, losses = [], []
+    times, cpu_times, losses = [], [], []
     for i in range(args.warmup + args.steps):
         batch = {
             "pixel_values": torch.stack(
@@ -145,7 +145,7 @@ def main():
             "input_ids": input_ids,
         }
         batch = {k: v.to(device) for k, v in batch.items()}
-        s = time.perf_counter()
+        s, c = time.perf_counter(), time.process_time()
         # ---- textual_inversion.py's step ----
         latents = vae.encode(batch["pixel_values"].to(dtype=weight_dtype)).latent_dist.sample().detach()
         latents = latents * vae.config.scaling_factor
@@ -175,6 +175,7 @@ def main():
         losses.append(loss.detach().item())
         # ---- end of the step ----
         times.append(time.perf_counter() - s)
+        cpu_times.append(time.process_time() - c)
         print(f"step {i}: {times[-1]:.3f} s  loss {losses[-1]:.4f}", flush=True)
 
     timed = times[args.warmup:]
@@ -187,6 +188,7 @@ def main():
         "load_s": load_s,
         "first_step_s": times[0],
         "step_times": timed,
+        "cpu_step_times": cpu_times[args.warmup:],
         "median_s": statistics.median(timed),
         "startup_to_first_step_s": time.perf_counter() - T_START - sum(timed),
         "rss_after_mb": rss_mb(),
