@@ -17,7 +17,7 @@ pub fn write_learned_embeds(
     hidden: usize,
 ) -> Result<()> {
     ensure!(
-        hidden > 0 && !rows.is_empty() && rows.len() % hidden == 0,
+        hidden > 0 && !rows.is_empty() && rows.len().is_multiple_of(hidden),
         "learned rows of length {} do not fill rows of {hidden}",
         rows.len()
     );

@@ -431,7 +431,7 @@ impl Hub {
         let commit = snapshot.file_name().unwrap_or_default().to_string_lossy();
         let complete = |p: &Path| {
             std::fs::metadata(p)
-                .is_ok_and(|m| m.is_file() && remote.size.map_or(true, |s| m.len() == s))
+                .is_ok_and(|m| m.is_file() && remote.size.is_none_or(|s| m.len() == s))
         };
         if complete(&target) {
             return Ok(());
@@ -463,7 +463,7 @@ impl Hub {
                 self.cache.display()
             );
         }
-        let large = remote.size.map_or(true, |s| s >= BAR_FROM_BYTES)
+        let large = remote.size.is_none_or(|s| s >= BAR_FROM_BYTES)
             && !env_true("HF_HUB_DISABLE_PROGRESS_BARS");
         let result = if large {
             repo.download_with_progress(name, ProgressBar::new(0))

@@ -71,7 +71,7 @@ impl TensorFile {
             && shape
                 .iter()
                 .zip(dims)
-                .all(|(&s, d)| d.map_or(true, |d| d == s));
+                .all(|(&s, d)| d.is_none_or(|d| d == s));
         if !fits {
             bail!(
                 "{name} in {} has shape {shape:?}; expected {what}",

@@ -76,7 +76,7 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
     let images = load_images(args)?;
     let unet = UNet2DConditionModel::new(folder.unet.clone())?;
     let multiple = folder.vae.downscale_factor() * unet.size_multiple() as usize;
-    if args.resolution % multiple != 0 {
+    if !args.resolution.is_multiple_of(multiple) {
         bail!(
             "--resolution {} must be a multiple of {multiple} for this model",
             args.resolution

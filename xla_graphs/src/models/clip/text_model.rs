@@ -29,7 +29,7 @@ impl CLIPTextModel {
                 ),
             )
         })?;
-        if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             return Err(GraphError::invalid(
                 "CLIPTextModel",
                 format!(

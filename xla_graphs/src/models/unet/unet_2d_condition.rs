@@ -50,7 +50,7 @@ impl UNet2DConditionModel {
         let plan = c.block_plan().map_err(invalid)?;
         if c.only_cross_attention
             .expand(c.block_out_channels.len())
-            .map_or(true, |v| v.iter().any(|&o| o))
+            .is_none_or(|v| v.iter().any(|&o| o))
         {
             return Err(invalid("only_cross_attention is not supported".into()));
         }
