@@ -107,7 +107,7 @@ run_ti_xla() {
         "${extra[@]}" 2> >(stamp "$t0" "$dir/pid" > "$dir/stderr.txt") > "$dir/stdout.txt" &
     local tpid=$!
     for _ in $(seq 50); do
-        pgrep -P "$tpid" > "$dir/pid" && break
+        pgrep -P "$tpid" -x ti-xla > "$dir/pid" && break
         sleep 0.1
     done
     wait "$tpid"
