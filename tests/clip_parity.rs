@@ -2,8 +2,9 @@
 //! computed in f64 from the stored f16 weights, see tests/fixtures/README.md), in f32 through
 //! the CPU plugin; then `ti-xla forward --component text_encoder` end to end and its errors.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod parity;
+
+use parity::{compare, fixture, forward, scratch};
 
 use ti_xla::model_folder::ModelFolder;
 use ti_xla::model_weights::DeviceWeights;
@@ -17,12 +18,6 @@ use xla_graphs::{DType, Graph, Shape};
 /// Max |ours - reference| / max |reference| allowed (issue 4).
 const TOLERANCE: f64 = 1e-4;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
 fn reference(model: &str) -> TensorFile {
     TensorFile::open(&fixture(model).join("reference/text_encoder.safetensors")).unwrap()
 }
@@ -30,20 +25,6 @@ fn reference(model: &str) -> TensorFile {
 fn ref_floats(file: &TensorFile, name: &str) -> (Vec<usize>, Vec<f32>) {
     file.floats(name, &[None, None, None], "a reference tensor")
         .unwrap()
-}
-
-/// Prints and returns (max abs error, max abs error / max |reference|).
-fn compare(what: &str, ours: &[f32], reference: &[f32]) -> (f64, f64) {
-    assert_eq!(ours.len(), reference.len(), "{what}: element count");
-    let max_abs = ours
-        .iter()
-        .zip(reference)
-        .map(|(a, b)| (*a as f64 - *b as f64).abs())
-        .fold(0.0, f64::max);
-    let scale = reference.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
-    let rel = max_abs / scale;
-    println!("{what}: max abs error {max_abs:.3e}, max rel error {rel:.3e} (max |ref| {scale:.3})");
-    (max_abs, rel)
 }
 
 /// Runs the text encoder on the reference input_ids, returning the last hidden state and the
@@ -117,38 +98,12 @@ fn tiny_sd2_text_encoder_matches_transformers() {
     check_parity("tiny-sd2");
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("clip_parity");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn forward(model: &str, inputs: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ti-xla"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "forward",
-            "--component",
-            "text_encoder",
-            "--no-compile-cache",
-        ])
-        .arg("--model")
-        .arg(fixture(model))
-        .arg("--inputs")
-        .arg(inputs)
-        .arg("--output")
-        .arg(output)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn forward_command_writes_the_last_hidden_state() {
     for model in ["tiny-sd1", "tiny-sd2"] {
         let refs_path = fixture(model).join("reference/text_encoder.safetensors");
         let out = scratch(&format!("{model}-text_encoder.safetensors"));
-        let run = forward(model, &refs_path, &out, &["--debug"]);
+        let run = forward("text_encoder", model, &refs_path, &out, &["--debug"]);
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(run.status.success(), "{model}: {stderr}");
         let written = TensorFile::open(&out).unwrap();
@@ -171,7 +126,13 @@ fn forward_command_bf16_is_close() {
     let model = "tiny-sd2";
     let refs_path = fixture(model).join("reference/text_encoder.safetensors");
     let out = scratch("tiny-sd2-text_encoder-bf16.safetensors");
-    let run = forward(model, &refs_path, &out, &["--dtype", "bf16"]);
+    let run = forward(
+        "text_encoder",
+        model,
+        &refs_path,
+        &out,
+        &["--dtype", "bf16"],
+    );
     assert!(
         run.status.success(),
         "{}",
@@ -201,7 +162,7 @@ fn forward_command_names_a_missing_or_misshaped_input() {
     };
     write_f32_atomic(&bad, &[tensor("tokens", vec![1, 77])], None).unwrap();
     let out = scratch("never-written.safetensors");
-    let err = error_of(&forward("tiny-sd1", &bad, &out, &[]));
+    let err = error_of(&forward("text_encoder", "tiny-sd1", &bad, &out, &[]));
     assert!(
         err.contains("no tensor input_ids") && err.contains("tokens"),
         "{err}"
@@ -209,14 +170,14 @@ fn forward_command_names_a_missing_or_misshaped_input() {
     assert!(!out.exists());
 
     write_f32_atomic(&bad, &[tensor("input_ids", vec![1, 77])], None).unwrap();
-    let err = error_of(&forward("tiny-sd1", &bad, &out, &[]));
+    let err = error_of(&forward("text_encoder", "tiny-sd1", &bad, &out, &[]));
     assert!(
         err.contains("input_ids") && err.contains("i32 or i64"),
         "{err}"
     );
 
     write_f32_atomic(&bad, &[tensor("input_ids", vec![1, 78, 1])], None).unwrap();
-    let err = error_of(&forward("tiny-sd1", &bad, &out, &[]));
+    let err = error_of(&forward("text_encoder", "tiny-sd1", &bad, &out, &[]));
     assert!(
         err.contains("input_ids") && err.contains("[1, 78, 1]"),
         "{err}"

@@ -3,8 +3,10 @@
 //! tests/fixtures/README.md), in f32 through the CPU plugin: the predicted sample and every
 //! tapped activation the reference holds. Then `ti-xla forward --component unet` end to end.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod parity;
+
+use parity::{compare, fixture, forward, scratch};
+use std::path::PathBuf;
 
 use ti_xla::model_folder::ModelFolder;
 use ti_xla::model_weights::DeviceWeights;
@@ -18,12 +20,6 @@ use xla_graphs::{DType, Graph, Shape};
 /// Max |ours - reference| / max |reference| allowed (issue 4).
 const TOLERANCE: f64 = 1e-4;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
 fn reference(model: &str) -> TensorFile {
     TensorFile::open(&fixture(model).join("reference/unet.safetensors")).unwrap()
 }
@@ -31,20 +27,6 @@ fn reference(model: &str) -> TensorFile {
 /// A reference float tensor of any rank up to 4.
 fn ref_floats(file: &TensorFile, name: &str) -> Option<(Vec<usize>, Vec<f32>)> {
     (1..=4).find_map(|rank| file.floats(name, &vec![None; rank], "").ok())
-}
-
-/// Prints and returns (max abs error, max abs error / max |reference|).
-fn compare(what: &str, ours: &[f32], reference: &[f32]) -> (f64, f64) {
-    assert_eq!(ours.len(), reference.len(), "{what}: element count");
-    let max_abs = ours
-        .iter()
-        .zip(reference)
-        .map(|(a, b)| (*a as f64 - *b as f64).abs())
-        .fold(0.0, f64::max);
-    let scale = reference.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
-    let rel = max_abs / scale;
-    println!("{what}: max abs error {max_abs:.3e}, max rel error {rel:.3e} (max |ref| {scale:.3})");
-    (max_abs, rel)
 }
 
 /// Runs the UNet on the reference inputs; returns the output and the tapped activations as
@@ -141,27 +123,6 @@ fn tiny_sd2_unet_matches_diffusers() {
     check_parity("tiny-sd2");
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("unet_parity");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn forward(model: &str, inputs: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ti-xla"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["forward", "--component", "unet", "--no-compile-cache"])
-        .arg("--model")
-        .arg(fixture(model))
-        .arg("--inputs")
-        .arg(inputs)
-        .arg("--output")
-        .arg(output)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
 /// The reference inputs with the timestep as i64 (`DDPMScheduler` timesteps are integers).
 fn integer_timestep_inputs(model: &str) -> PathBuf {
     use safetensors::tensor::TensorView;
@@ -195,7 +156,7 @@ fn forward_command_predicts_the_reference_sample() {
     for model in ["tiny-sd1", "tiny-sd2"] {
         let inputs = integer_timestep_inputs(model);
         let out = scratch(&format!("{model}-unet.safetensors"));
-        let run = forward(model, &inputs, &out, &["--debug"]);
+        let run = forward("unet", model, &inputs, &out, &["--debug"]);
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(run.status.success(), "{model}: {stderr}");
         let written = TensorFile::open(&out).unwrap();
@@ -218,7 +179,7 @@ fn forward_command_bf16_is_close() {
     let model = "tiny-sd2";
     let refs_path = fixture(model).join("reference/unet.safetensors");
     let out = scratch("tiny-sd2-unet-bf16.safetensors");
-    let run = forward(model, &refs_path, &out, &["--dtype", "bf16"]);
+    let run = forward("unet", model, &refs_path, &out, &["--dtype", "bf16"]);
     assert!(
         run.status.success(),
         "{}",
@@ -263,14 +224,14 @@ fn forward_command_names_a_missing_or_misshaped_input() {
     };
     let ctx = ("encoder_hidden_states", vec![2, 77, 16]);
     write(&[("sample", vec![2, 4, 8, 8]), ctx.clone()]);
-    let err = error_of(forward("tiny-sd1", &bad, &out, &[]));
+    let err = error_of(forward("unet", "tiny-sd1", &bad, &out, &[]));
     assert!(err.contains("no tensor timestep"), "{err}");
     write(&[
         ("sample", vec![2, 4, 7, 7]),
         ("timestep", vec![2]),
         ctx.clone(),
     ]);
-    let err = error_of(forward("tiny-sd1", &bad, &out, &[]));
+    let err = error_of(forward("unet", "tiny-sd1", &bad, &out, &[]));
     assert!(
         err.contains("sample") && err.contains("multiples of 2"),
         "{err}"
@@ -280,19 +241,19 @@ fn forward_command_names_a_missing_or_misshaped_input() {
         ("timestep", vec![3]),
         ctx.clone(),
     ]);
-    let err = error_of(forward("tiny-sd1", &bad, &out, &[]));
+    let err = error_of(forward("unet", "tiny-sd1", &bad, &out, &[]));
     assert!(err.contains("timestep [2] or a scalar"), "{err}");
     write(&[
         ("sample", vec![2, 4, 8, 8]),
         ("timestep", vec![]),
         ("encoder_hidden_states", vec![2, 77, 40]),
     ]);
-    let err = error_of(forward("tiny-sd1", &bad, &out, &[]));
+    let err = error_of(forward("unet", "tiny-sd1", &bad, &out, &[]));
     assert!(err.contains("encoder_hidden_states [2, L, 16]"), "{err}");
     assert!(!out.exists());
     // A scalar timestep is broadcast to the batch.
     write(&[("sample", vec![2, 4, 8, 8]), ("timestep", vec![]), ctx]);
-    let run = forward("tiny-sd1", &bad, &out, &[]);
+    let run = forward("unet", "tiny-sd1", &bad, &out, &[]);
     assert!(
         run.status.success(),
         "{}",

@@ -3,7 +3,9 @@
 //! plugin: the encoder's latent mean and log-variance, the decoder's image, and the tapped
 //! activations between; then `ti-xla forward --component vae_decoder` end to end.
 
-use std::path::{Path, PathBuf};
+mod parity;
+
+use parity::{compare, fixture, scratch};
 use std::process::Command;
 
 use ti_xla::model_folder::ModelFolder;
@@ -18,12 +20,6 @@ use xla_graphs::{DType, Graph, Shape, Tensor};
 /// Max |ours - reference| / max |reference| allowed (issue 4).
 const TOLERANCE: f64 = 1e-4;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
 fn reference(model: &str, component: &str) -> TensorFile {
     TensorFile::open(
         &fixture(model)
@@ -36,20 +32,6 @@ fn reference(model: &str, component: &str) -> TensorFile {
 fn ref_floats(file: &TensorFile, name: &str) -> (Vec<usize>, Vec<f32>) {
     file.floats(name, &[None, None, None, None], "a reference tensor")
         .unwrap()
-}
-
-/// Prints and returns (max abs error, max abs error / max |reference|).
-fn compare(what: &str, ours: &[f32], reference: &[f32]) -> (f64, f64) {
-    assert_eq!(ours.len(), reference.len(), "{what}: element count");
-    let max_abs = ours
-        .iter()
-        .zip(reference)
-        .map(|(a, b)| (*a as f64 - *b as f64).abs())
-        .fold(0.0, f64::max);
-    let scale = reference.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
-    let rel = max_abs / scale;
-    println!("{what}: max abs error {max_abs:.3e}, max rel error {rel:.3e} (max |ref| {scale:.3})");
-    (max_abs, rel)
 }
 
 /// Traces one half of the VAE on the reference input `input` (f32), runs it on the CPU plugin
@@ -161,12 +143,6 @@ fn tiny_sd1_vae_decoder_matches_diffusers() {
 #[test]
 fn tiny_sd2_vae_decoder_matches_diffusers() {
     check_decoder("tiny-sd2");
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vae_parity");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
 }
 
 #[test]
