@@ -17,7 +17,7 @@ pub fn weight_specs(specs: &[ParamSpec]) -> Vec<WeightSpec> {
         .filter(|s| s.kind == ParamKind::Weight)
         .map(|s| WeightSpec {
             name: s.name.clone(),
-            shape: s.shape.dims.iter().map(|&d| d as usize).collect(),
+            shape: s.checkpoint_dims().iter().map(|&d| d as usize).collect(),
         })
         .collect()
 }
@@ -171,7 +171,10 @@ impl DeviceWeights {
             .map(|_| Vec::with_capacity(weights.len()))
             .collect();
         for spec in &weights {
-            let bytes = files.read_as(&spec.name, spec.shape.dtype)?;
+            let bytes = match &spec.permutation {
+                None => files.read_as(&spec.name, spec.shape.dtype)?,
+                Some(perm) => files.read_transposed(&spec.name, spec.shape.dtype, perm)?,
+            };
             for (device, list) in buffers.iter_mut().enumerate() {
                 list.push(client.buffer_from_bytes(
                     &bytes,

@@ -117,6 +117,28 @@ impl WeightFiles {
 
     /// The tensor's elements converted to `dtype` (f32, bf16, f16 or f64), as little-endian bytes.
     pub fn read_as(&self, name: &str, dtype: DType) -> Result<Vec<u8>> {
+        encode(&self.read_f64(name)?.1, dtype)
+    }
+
+    /// `read_as` of the tensor transposed: dimension `i` of the result is dimension
+    /// `permutation[i]` of the stored tensor (`[2, 3, 1, 0]` turns an OIHW kernel into HWIO).
+    pub fn read_transposed(
+        &self,
+        name: &str,
+        dtype: DType,
+        permutation: &[usize],
+    ) -> Result<Vec<u8>> {
+        let (dims, values) = self.read_f64(name)?;
+        if permutation.len() != dims.len() {
+            bail!(
+                "{name} has {} dimensions; cannot transpose it by {permutation:?}",
+                dims.len()
+            );
+        }
+        encode(&transpose(&values, &dims, permutation), dtype)
+    }
+
+    fn read_f64(&self, name: &str) -> Result<(Vec<usize>, Vec<f64>)> {
         let (file, _, _) = self
             .index
             .get(name)
@@ -127,8 +149,37 @@ impl WeightFiles {
         let view = st.tensor(name)?;
         let values: Vec<f64> = decode(view.data(), view.dtype())
             .with_context(|| format!("{name} in {}", path.display()))?;
-        encode(&values, dtype)
+        Ok((view.shape().to_vec(), values))
     }
+}
+
+/// Row-major `values` of shape `dims` transposed so that result dimension `i` is dimension
+/// `permutation[i]` (numpy's `transpose(permutation)`).
+fn transpose(values: &[f64], dims: &[usize], permutation: &[usize]) -> Vec<f64> {
+    let rank = dims.len();
+    let mut strides = vec![1; rank];
+    for i in (0..rank.saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * dims[i + 1];
+    }
+    // Walk the result in order, keeping the source offset of the current element.
+    let out_dims: Vec<usize> = permutation.iter().map(|&p| dims[p]).collect();
+    let src_strides: Vec<usize> = permutation.iter().map(|&p| strides[p]).collect();
+    let mut out = Vec::with_capacity(values.len());
+    let mut index = vec![0usize; rank];
+    let mut offset = 0usize;
+    for _ in 0..values.len() {
+        out.push(values[offset]);
+        for d in (0..rank).rev() {
+            index[d] += 1;
+            offset += src_strides[d];
+            if index[d] < out_dims[d] {
+                break;
+            }
+            offset -= src_strides[d] * out_dims[d];
+            index[d] = 0;
+        }
+    }
+    out
 }
 
 fn decode(bytes: &[u8], dtype: StDtype) -> Result<Vec<f64>> {
@@ -245,4 +296,39 @@ pub fn component_files(dir: &Path, stem: &str, variant: Option<&str>) -> Result<
         None => String::new(),
     };
     bail!("no {single_name} in {}{hint}", dir.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transpose;
+
+    #[test]
+    fn transpose_moves_each_element_to_its_permuted_index() {
+        // OIHW [2, 3, 4, 5] -> HWIO [4, 5, 3, 2]: element (o, i, h, w) holds 1000o+100i+10h+w.
+        let dims = [2, 3, 4, 5];
+        let mut values = Vec::new();
+        for o in 0..2 {
+            for i in 0..3 {
+                for h in 0..4 {
+                    for w in 0..5 {
+                        values.push((1000 * o + 100 * i + 10 * h + w) as f64);
+                    }
+                }
+            }
+        }
+        let out = transpose(&values, &dims, &[2, 3, 1, 0]);
+        let mut k = 0;
+        for h in 0..4 {
+            for w in 0..5 {
+                for i in 0..3 {
+                    for o in 0..2 {
+                        assert_eq!(out[k], (1000 * o + 100 * i + 10 * h + w) as f64);
+                        k += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(transpose(&values, &dims, &[0, 1, 2, 3]), values);
+        assert_eq!(transpose(&[7.0], &[], &[]), vec![7.0]);
+    }
 }

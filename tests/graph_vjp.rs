@@ -275,6 +275,15 @@ fn contraction_and_indexing_rules() {
                 c.padding = vec![(1, 1), (0, 1)];
             }),
         ),
+        conv_case(
+            "convolution (nchw activations, hwio kernel, stride 2)",
+            &[2, 3, 6, 5],
+            &[3, 3, 3, 4],
+            conv(ConvDimensionNumbers::nchw_hwio(2), |c| {
+                c.window_strides = vec![2, 2];
+                c.padding = vec![(1, 1), (0, 1)];
+            }),
+        ),
         case(
             "gather (repeated rows)",
             vec![rand(&[5, 3], 67)],

@@ -79,6 +79,31 @@ fn weights_fill_their_places_on_every_device() {
 }
 
 #[test]
+fn a_transposed_weight_is_checked_as_stored_and_uploaded_transposed() {
+    // A [2, 3] tensor bound as its transpose: the checkpoint check uses [2, 3] and the
+    // program's argument holds the [3, 2] transpose (element (j, i) = stored (i, j)).
+    let stored: Vec<f32> = (0..6).map(|v| v as f32).collect();
+    let path = checkpoint("t.safetensors", &[("w", vec![2, 3], stored.clone())]);
+    let g = Graph::new();
+    let p = Params::new(&g, DType::F32);
+    let w = p.get_transposed("w", &[2, 3], &[1, 0]).unwrap();
+    assert_eq!(w.dims(), vec![3, 2]);
+    assert_eq!(weight_specs(&p.specs())[0].shape, vec![2, 3]);
+    let program = g.to_stablehlo(&[&w.add(&w).unwrap()]).unwrap();
+    let client = ti_xla::testing::cpu_client(1).unwrap();
+    let exe = client
+        .compile(&program, &CompileOptions::replicated(1))
+        .unwrap();
+    let files = WeightFiles::open(&[path]).unwrap();
+    let weights = DeviceWeights::upload(&client, &files, &p.specs(), 1, "toy").unwrap();
+    let out = exe.execute(&weights.arguments(&[vec![]]).unwrap()).unwrap();
+    let expect: Vec<f32> = (0..3)
+        .flat_map(|j| (0..2).map(move |i| 2.0 * (3 * i + j) as f32))
+        .collect();
+    assert_eq!(out[0][0].to_vec::<f32>().unwrap(), expect);
+}
+
+#[test]
 fn a_mismatched_checkpoint_is_refused() {
     let path = checkpoint(
         "bad.safetensors",

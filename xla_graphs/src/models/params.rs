@@ -40,15 +40,37 @@ pub struct ParamSpec {
     pub index: usize,
     /// Full checkpoint key for a weight; the interface name for an input.
     pub name: String,
+    /// The argument's shape (for a transposed weight, not the checkpoint's: see
+    /// `checkpoint_dims`).
     pub shape: Shape,
     pub kind: ParamKind,
+    /// For a weight the program takes transposed: argument dimension `i` is checkpoint
+    /// dimension `permutation[i]`. The host transposes the tensor once, at upload, so the
+    /// program gets the layout its consumer wants (HWIO conv kernels) without a copy per run.
+    pub permutation: Option<Vec<usize>>,
+}
+
+impl ParamSpec {
+    /// The tensor's dimensions as the checkpoint stores them.
+    pub fn checkpoint_dims(&self) -> Vec<i64> {
+        match &self.permutation {
+            None => self.shape.dims.clone(),
+            Some(perm) => {
+                let mut dims = vec![0; perm.len()];
+                for (i, &src) in perm.iter().enumerate() {
+                    dims[src] = self.shape.dims[i];
+                }
+                dims
+            }
+        }
+    }
 }
 
 #[derive(Default)]
 struct Bound {
     specs: Vec<ParamSpec>,
     /// Lets a weight asked for twice (tied weights) be one argument.
-    by_name: HashMap<String, Tensor>,
+    by_name: HashMap<String, (Tensor, Option<Vec<usize>>)>,
     /// Activations recorded with `tap`, keyed by their module path.
     taps: Option<Vec<(String, Tensor)>>,
 }
@@ -132,20 +154,57 @@ impl Params {
     /// dtype). Asking twice for one key returns the same parameter; a different shape or dtype
     /// the second time is an error.
     pub fn get_as(&self, name: &str, dims: &[i64], dtype: DType) -> Result<Tensor> {
+        self.bind(name, Shape::new(dtype, dims), None)
+    }
+
+    /// The weight `name`, stored in the checkpoint with `dims`, as a parameter transposed by
+    /// `permutation` (argument dimension `i` is checkpoint dimension `permutation[i]`), in the
+    /// compute dtype. The host transposes it at upload (see `ParamSpec::permutation`).
+    pub fn get_transposed(
+        &self,
+        name: &str,
+        dims: &[i64],
+        permutation: &[usize],
+    ) -> Result<Tensor> {
+        let mut sorted = permutation.to_vec();
+        sorted.sort_unstable();
+        if sorted != (0..dims.len()).collect::<Vec<_>>() {
+            return Err(GraphError::Invalid {
+                what: "weight",
+                reason: format!(
+                    "{}: {permutation:?} is not a permutation of {} dimensions",
+                    self.key(name),
+                    dims.len()
+                ),
+            });
+        }
+        let arg: Vec<i64> = permutation.iter().map(|&i| dims[i]).collect();
+        self.bind(
+            name,
+            Shape::new(self.dtype, &arg),
+            Some(permutation.to_vec()),
+        )
+    }
+
+    fn bind(&self, name: &str, shape: Shape, permutation: Option<Vec<usize>>) -> Result<Tensor> {
         let key = self.key(name);
-        let shape = Shape::new(dtype, dims);
-        if let Some(t) = self.bound.borrow().by_name.get(&key) {
+        if let Some((t, perm)) = self.bound.borrow().by_name.get(&key) {
             let have = t.shape();
-            if have != shape {
+            if have != shape || *perm != permutation {
                 return Err(GraphError::Invalid {
                     what: "weight",
-                    reason: format!("{key} is bound as {have} and requested again as {shape}"),
+                    reason: format!(
+                        "{key} is bound as {have} (permutation {perm:?}) and requested again as {shape} (permutation {permutation:?})"
+                    ),
                 });
             }
             return Ok(t.clone());
         }
-        let t = self.declare(key.clone(), shape, ParamKind::Weight)?;
-        self.bound.borrow_mut().by_name.insert(key, t.clone());
+        let t = self.declare(key.clone(), shape, ParamKind::Weight, permutation.clone())?;
+        self.bound
+            .borrow_mut()
+            .by_name
+            .insert(key, (t.clone(), permutation));
         Ok(t)
     }
 
@@ -158,10 +217,16 @@ impl Params {
                 reason: format!("{name} is declared twice"),
             });
         }
-        self.declare(name.to_string(), shape, ParamKind::Input)
+        self.declare(name.to_string(), shape, ParamKind::Input, None)
     }
 
-    fn declare(&self, name: String, shape: Shape, kind: ParamKind) -> Result<Tensor> {
+    fn declare(
+        &self,
+        name: String,
+        shape: Shape,
+        kind: ParamKind,
+        permutation: Option<Vec<usize>>,
+    ) -> Result<Tensor> {
         let t = self.graph.parameter(name.clone(), shape.clone())?;
         // The argument index is the graph's (the one just made is the last), so parameters
         // made outside the binding (a trainer's optimizer state) cannot shift what goes where.
@@ -171,6 +236,7 @@ impl Params {
             name,
             shape,
             kind,
+            permutation,
         });
         Ok(t)
     }
@@ -273,6 +339,27 @@ mod tests {
         assert!(err.contains("tok.weight") && err.contains("5x3"), "{err}");
         assert!(p.input("x", Shape::scalar(DType::F32)).is_ok());
         assert!(p.input("x", Shape::scalar(DType::F32)).is_err());
+    }
+
+    #[test]
+    fn a_transposed_weight_keeps_its_checkpoint_shape() {
+        let g = Graph::new();
+        let p = Params::new(&g, DType::F32);
+        let w = p
+            .scope("conv", |p| {
+                p.get_transposed("weight", &[6, 4, 3, 2], &[2, 3, 1, 0])
+            })
+            .unwrap();
+        assert_eq!(w.dims(), vec![3, 2, 4, 6]);
+        let spec = &p.specs()[0];
+        assert_eq!(spec.name, "conv.weight");
+        assert_eq!(spec.permutation, Some(vec![2, 3, 1, 0]));
+        assert_eq!(spec.checkpoint_dims(), vec![6, 4, 3, 2]);
+        // Asked for again untransposed (same key), or with a non-permutation: errors.
+        assert!(p.get("conv.weight", &[3, 2, 4, 6]).is_err());
+        assert!(p.get_transposed("other", &[2, 2], &[0, 0]).is_err());
+        let again = p.get_transposed("conv.weight", &[6, 4, 3, 2], &[2, 3, 1, 0]);
+        assert_eq!(again.unwrap().id(), w.id());
     }
 
     #[test]

@@ -36,6 +36,18 @@ impl ConvDimensionNumbers {
         }
     }
 
+    /// PyTorch's activations `[N, C, spatial..]` with the kernel `[spatial.., I, O]`: the kernel
+    /// layout XLA's CPU convolution works in, so a weight uploaded this way is used as it is
+    /// (an OIHW kernel argument is re-laid out on every run).
+    pub fn nchw_hwio(spatial_rank: usize) -> ConvDimensionNumbers {
+        ConvDimensionNumbers {
+            kernel_spatial_dimensions: (0..spatial_rank).collect(),
+            kernel_input_feature_dimension: spatial_rank,
+            kernel_output_feature_dimension: spatial_rank + 1,
+            ..ConvDimensionNumbers::nchw_oihw(spatial_rank)
+        }
+    }
+
     /// TensorFlow's layout: `[N, spatial.., C]`, kernel `[spatial.., I, O]`.
     pub fn nhwc_hwio(spatial_rank: usize) -> ConvDimensionNumbers {
         let sp: Vec<usize> = (1..1 + spatial_rank).collect();

@@ -230,7 +230,7 @@ mod tests {
         let specs: Vec<(String, Vec<i64>)> = p
             .specs()
             .into_iter()
-            .map(|s| (s.name, s.shape.dims))
+            .map(|s| (s.name.clone(), s.checkpoint_dims()))
             .collect();
         assert_eq!(
             specs,

@@ -106,7 +106,7 @@ mod tests {
         let weights: Vec<(String, Vec<i64>)> = p
             .weights()
             .into_iter()
-            .map(|s| (s.name, s.shape.dims))
+            .map(|s| (s.name.clone(), s.checkpoint_dims()))
             .collect();
         let expect = [
             ("resnets.0.norm1.weight", vec![4]),

@@ -160,7 +160,7 @@ mod tests {
             let w: Vec<(String, Vec<i64>)> = p
                 .weights()
                 .into_iter()
-                .map(|s| (s.name, s.shape.dims))
+                .map(|s| (s.name.clone(), s.checkpoint_dims()))
                 .collect();
             let find = |k: &str| w.iter().find(|(n, _)| n == k).map(|(_, d)| d.clone());
             let proj = if linear { vec![8, 8] } else { vec![8, 8, 1, 1] };

@@ -315,7 +315,7 @@ mod tests {
         let w: Vec<(String, Vec<i64>)> = p
             .weights()
             .into_iter()
-            .map(|s| (s.name, s.shape.dims))
+            .map(|s| (s.name.clone(), s.checkpoint_dims()))
             .collect();
         let find = |k: &str| w.iter().find(|(n, _)| n == k).map(|(_, d)| d.clone());
         assert_eq!(w[0].0, "time_embedding.linear_1.weight");

@@ -230,7 +230,7 @@ mod tests {
             specs
                 .iter()
                 .find(|s| s.name == k)
-                .map(|s| s.shape.dims.clone())
+                .map(|s| s.checkpoint_dims())
         };
         assert_eq!(find("quant_conv.weight"), Some(vec![6, 6, 1, 1]));
         assert_eq!(find("encoder.conv_out.weight"), Some(vec![6, 6, 3, 3]));
