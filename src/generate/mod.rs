@@ -14,6 +14,7 @@ pub mod torch_pickle;
 pub mod zip_archive;
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use xla_graphs::models::unet::UNet2DConditionModel;
@@ -49,6 +50,7 @@ struct GivenLatents {
 }
 
 pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
+    let started = Instant::now();
     if args.num_inference_steps == 0 {
         bail!("--num-inference-steps must be at least 1");
     }
@@ -192,7 +194,9 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
             noise,
         },
     )?;
+    let startup = started.elapsed();
     let progress = StepProgress::new(steps);
+    let sampling_started = Instant::now();
     let out = pipeline.sample(
         &client,
         &SampleRequest {
@@ -204,6 +208,7 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
         },
         &mut |i| progress.step(i),
     )?;
+    let sampling = sampling_started.elapsed().as_secs_f64();
     progress.finish();
 
     let plane = 3 * height * width;
@@ -242,10 +247,35 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
             None,
         )?;
     }
+    // PNDM runs the UNet once more than --num-inference-steps (as diffusers does): the
+    // denoising time is split over the runs.
+    let t = out.times;
+    eprintln!(
+        "timing: start-up {} s, sampling {} s for {samples} image(s) x {} steps ({} s/image; \
+         text {} s, denoise {} s = {steps} x {} s, decode {} s)",
+        secs(startup.as_secs_f64()),
+        secs(sampling),
+        args.num_inference_steps,
+        secs(sampling / samples as f64),
+        secs(t.text.as_secs_f64()),
+        secs(t.denoise.as_secs_f64()),
+        secs(t.denoise.as_secs_f64() / steps as f64),
+        secs(t.decode.as_secs_f64()),
+    );
     Ok(GenerateOutcome {
         images: written,
         devices,
     })
+}
+
+/// Seconds to three significant digits (`0.0812`, `4.56`, `912`).
+fn secs(s: f64) -> String {
+    let decimals = if s > 0.0 {
+        (2 - s.log10().floor() as i32).clamp(0, 4) as usize
+    } else {
+        1
+    };
+    format!("{s:.decimals$}")
 }
 
 /// `--height`/`--width`, or diffusers' default (the UNet's sample_size in pixels), checked

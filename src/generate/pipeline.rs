@@ -4,6 +4,7 @@
 //! back, and decodes. Samples are sharded: device d holds sample slots `d * batch ..`.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use xla_graphs::models::vae::AutoencoderKL;
@@ -65,6 +66,19 @@ pub struct Samples {
     pub images: Vec<f32>,
     /// `[slots, C, h, w]` final latents.
     pub latents: Vec<f32>,
+    pub times: SampleTimes,
+}
+
+/// Wall time of each part of [`Pipeline::sample`] (every program run is awaited, so these are
+/// the devices' times plus the host's transfers).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SampleTimes {
+    /// Uploading the prompt ids and rows, and the text encoder.
+    pub text: Duration,
+    /// Uploading the starting latents, and every denoising step.
+    pub denoise: Duration,
+    /// The VAE decoder, and reading the images and latents back.
+    pub decode: Duration,
 }
 
 pub struct Pipeline {
@@ -179,6 +193,7 @@ impl Pipeline {
         request: &SampleRequest<'_>,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<Samples> {
+        let started = Instant::now();
         let c = &self.config;
         let (devices, batch) = (c.devices, c.batch);
         let per_device = batch * self.latent_len();
@@ -217,6 +232,7 @@ impl Pipeline {
             .into_iter()
             .map(|mut outs| outs.remove(0))
             .collect();
+        let encoded = Instant::now();
 
         let s = self.scheduler.as_ref();
         let sigma = s.init_noise_sigma() as f32;
@@ -290,6 +306,7 @@ impl Pipeline {
                 .unzip();
             on_step(i);
         }
+        let denoised = Instant::now();
 
         let named = latents
             .iter()
@@ -306,6 +323,11 @@ impl Pipeline {
         Ok(Samples {
             images,
             latents: final_latents,
+            times: SampleTimes {
+                text: encoded - started,
+                denoise: denoised - encoded,
+                decode: denoised.elapsed(),
+            },
         })
     }
 }
