@@ -21,7 +21,9 @@ fn model() -> PathBuf {
 }
 
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ti-xla-gencli-{name}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(env!("CARGO_CRATE_NAME"))
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -34,7 +36,7 @@ fn command(out: &Path) -> Command {
         .arg("--output-dir")
         .arg(out)
         .arg("--cache-dir")
-        .arg(std::env::temp_dir().join(format!("ti-xla-gencli-cache-{}", std::process::id())));
+        .arg(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"));
     cmd
 }
 

@@ -18,7 +18,9 @@ fn root() -> PathBuf {
 }
 
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ti-xla-gen-{name}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(env!("CARGO_CRATE_NAME"))
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -97,7 +99,7 @@ fn compare_model(model: &str) -> Vec<(String, String, f64)> {
 
 /// A compile cache shared by this test binary's runs: each case's programs compile once.
 fn cache_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("ti-xla-gen-cache-{}", std::process::id()))
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache")
 }
 
 fn check(model: &str) {

@@ -12,14 +12,16 @@ fn root() -> PathBuf {
 }
 
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ti-xla-train-{name}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(env!("CARGO_CRATE_NAME"))
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
 
 /// A compile cache shared by this test binary's runs, so identical programs compile once.
 fn cache_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("ti-xla-train-cache-{}", std::process::id()))
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache")
 }
 
 fn train(out: &Path, extra: &[&str]) -> std::process::Output {

@@ -11,13 +11,15 @@ fn root() -> PathBuf {
 }
 
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ti-xla-val-{name}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(env!("CARGO_CRATE_NAME"))
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
 
 fn ti_xla(args: &[&str]) -> Output {
-    let cache = std::env::temp_dir().join(format!("ti-xla-val-cache-{}", std::process::id()));
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache");
     Command::new(env!("CARGO_BIN_EXE_ti-xla"))
         .args(args)
         .arg("--cache-dir")

@@ -59,15 +59,17 @@ impl CompileCache {
                 .unwrap_or_else(|_| "unreadable-plugin".into())
         });
         let (major, minor) = plugin.api_version();
-        let mut key = Vec::new();
-        key.extend_from_slice(plugin_hash.as_bytes());
-        key.extend_from_slice(format!("|api {major}.{minor}|").as_bytes());
-        key.extend_from_slice(&options.encode());
-        key.extend_from_slice(b"|cpu ");
-        key.extend_from_slice(host_cpu_signature().as_bytes());
-        key.extend_from_slice(b"|program ");
-        key.extend_from_slice(program.as_bytes());
-        self.dir.join(format!("{}.pjrt-exe", hex128(&key)))
+        let key = entry_key(&[
+            plugin_hash.as_bytes(),
+            format!("api {major}.{minor}").as_bytes(),
+            &options.encode(),
+            host_cpu_signature().as_bytes(),
+            // XLA_FLAGS change what the compiler emits, so an executable built under other
+            // flags is not this program's.
+            std::env::var("XLA_FLAGS").unwrap_or_default().as_bytes(),
+            program.as_bytes(),
+        ]);
+        self.dir.join(format!("{key}.pjrt-exe"))
     }
 
     pub(crate) fn get_or_compile(
@@ -137,6 +139,16 @@ fn host_cpu_signature() -> String {
     sig
 }
 
+/// The hash of the parts, each length-prefixed so that no two lists of parts read alike.
+fn entry_key(parts: &[&[u8]]) -> String {
+    let mut key = Vec::new();
+    for part in parts {
+        key.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        key.extend_from_slice(part);
+    }
+    hex128(&key)
+}
+
 /// A fast, stable 64-bit hash (not cryptographic: it only needs to tell cache entries apart).
 fn hash64(bytes: &[u8], seed: u64) -> u64 {
     const P: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -178,6 +190,17 @@ mod tests {
         assert_eq!(unwrap_entry(&bytes), None);
         assert_eq!(unwrap_entry(&bytes[..20]), None);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn entry_key_depends_on_every_part_and_where_parts_split() {
+        let base = entry_key(&[b"plugin", b"", b"program"]);
+        assert_ne!(
+            base,
+            entry_key(&[b"plugin", b"--xla_cpu_use_xnnpack", b"program"])
+        );
+        assert_ne!(base, entry_key(&[b"plugi", b"n", b"program"]));
+        assert_eq!(base, entry_key(&[b"plugin", b"", b"program"]));
     }
 
     #[test]
