@@ -24,6 +24,39 @@ pub struct ModelFolder {
     pub scheduler: serde_json::Value,
 }
 
+/// The flags that name a model, shared by `train`, `generate` and `forward`.
+#[derive(Clone, Debug, clap::Args, serde::Serialize)]
+pub struct ModelArgs {
+    /// Diffusers model folder, or a Hub repo id (downloaded into the Hugging Face cache); also
+    /// a full pipeline saved by the trainer, whose tokenizer knows the learned tokens.
+    #[arg(
+        long = "pretrained-model-name-or-path",
+        alias = "pretrained_model_name_or_path",
+        visible_alias = "model-dir",
+        alias = "model_dir",
+        alias = "model",
+        value_name = "MODEL"
+    )]
+    pub pretrained_model_name_or_path: String,
+    /// Hub revision (branch, tag or commit) of the model.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Weight file variant, e.g. fp16 for `*.fp16.safetensors`.
+    #[arg(long)]
+    pub variant: Option<String>,
+}
+
+impl ModelArgs {
+    /// `ModelFolder::open` on these flags.
+    pub fn open(&self) -> Result<ModelFolder> {
+        ModelFolder::open(
+            &self.pretrained_model_name_or_path,
+            self.revision.as_deref(),
+            self.variant.as_deref(),
+        )
+    }
+}
+
 /// Reads and parses one JSON config, naming the file and the field on error.
 pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text =

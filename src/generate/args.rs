@@ -6,26 +6,13 @@ use std::path::PathBuf;
 use xla_graphs::schedulers::SchedulerKind;
 
 use crate::device::DeviceArgs;
+use crate::model_folder::ModelArgs;
 use crate::train::args::MixedPrecision;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct GenerateArgs {
-    /// Diffusers model folder, or a Hub repo id in the local Hugging Face cache; also a full
-    /// pipeline saved by the trainer (`--model-dir`), whose tokenizer knows the learned tokens.
-    #[arg(
-        long = "pretrained-model-name-or-path",
-        alias = "pretrained_model_name_or_path",
-        visible_alias = "model-dir",
-        alias = "model_dir",
-        value_name = "MODEL"
-    )]
-    pub pretrained_model_name_or_path: String,
-    /// Hub revision (branch, tag or commit) of the model.
-    #[arg(long)]
-    pub revision: Option<String>,
-    /// Weight file variant, e.g. fp16 for `*.fp16.safetensors`.
-    #[arg(long)]
-    pub variant: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Learned embedding files (diffusers `learned_embeds.safetensors`, A1111/kohya
     /// safetensors); each adds its token to the prompt's vocabulary.
     #[arg(

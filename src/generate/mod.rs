@@ -64,11 +64,7 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
         bail!("--token names the tokens of --learned-embeds files, and none was given");
     }
     let embeddings = read_embeddings(&args.learned_embeds, &args.token)?;
-    let folder = ModelFolder::open(
-        &args.pretrained_model_name_or_path,
-        args.revision.as_deref(),
-        args.variant.as_deref(),
-    )?;
+    let folder = args.model.open()?;
     let mut tokenizer = ClipTokenizer::from_dir(folder.component("tokenizer"))?;
     let vocab = folder.text_encoder.vocab_size;
     if tokenizer.vocab_size() != vocab {
@@ -223,7 +219,7 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
         steps: args.num_inference_steps,
         guidance_scale: args.guidance_scale,
         scheduler: kind.cli_name().to_string(),
-        model: args.pretrained_model_name_or_path.clone(),
+        model: args.model.pretrained_model_name_or_path.clone(),
         width,
         height,
     };

@@ -4,8 +4,11 @@
 
 use std::path::PathBuf;
 
+use xla_graphs::optim::AdamWConfig;
+
 use crate::data::templates::LearnableProperty;
 use crate::device::DeviceArgs;
+use crate::model_folder::ModelArgs;
 use crate::train::lr_schedule::LrSchedulerKind;
 
 #[derive(
@@ -21,19 +24,9 @@ pub enum MixedPrecision {
 
 #[derive(Clone, Debug, clap::Args, serde::Serialize)]
 pub struct TrainArgs {
-    /// Diffusers model folder, or a Hub repo id in the local Hugging Face cache.
-    #[arg(
-        long = "pretrained-model-name-or-path",
-        alias = "pretrained_model_name_or_path",
-        value_name = "MODEL"
-    )]
-    pub pretrained_model_name_or_path: String,
-    /// Hub revision (branch, tag or commit) of the model.
-    #[arg(long)]
-    pub revision: Option<String>,
-    /// Weight file variant, e.g. fp16 for `*.fp16.safetensors`.
-    #[arg(long)]
-    pub variant: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub model: ModelArgs,
     /// Tokenizer folder, if not the model's `tokenizer/`.
     #[arg(long = "tokenizer-name", alias = "tokenizer_name")]
     pub tokenizer_name: Option<PathBuf>,
@@ -125,22 +118,9 @@ pub struct TrainArgs {
     /// Hard restarts of cosine_with_restarts.
     #[arg(long = "lr-num-cycles", alias = "lr_num_cycles", default_value_t = 1)]
     pub lr_num_cycles: usize,
-    /// AdamW beta1.
-    #[arg(long = "adam-beta1", alias = "adam_beta1", default_value_t = 0.9)]
-    pub adam_beta1: f64,
-    /// AdamW beta2.
-    #[arg(long = "adam-beta2", alias = "adam_beta2", default_value_t = 0.999)]
-    pub adam_beta2: f64,
-    /// AdamW decoupled weight decay.
-    #[arg(
-        long = "adam-weight-decay",
-        alias = "adam_weight_decay",
-        default_value_t = 1e-2
-    )]
-    pub adam_weight_decay: f64,
-    /// AdamW epsilon.
-    #[arg(long = "adam-epsilon", alias = "adam_epsilon", default_value_t = 1e-8)]
-    pub adam_epsilon: f64,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub adamw: AdamWArgs,
     /// Compute precision [default: bf16 on gpu/tpu, no on cpu].
     #[arg(long = "mixed-precision", alias = "mixed_precision", value_enum)]
     pub mixed_precision: Option<MixedPrecision>,
@@ -203,4 +183,36 @@ pub struct TrainArgs {
     #[command(flatten)]
     #[serde(skip)]
     pub device: DeviceArgs,
+}
+
+/// torch.optim.AdamW's hyper-parameters, with the reference trainers' defaults.
+#[derive(Clone, Debug, clap::Args, serde::Serialize)]
+pub struct AdamWArgs {
+    /// AdamW beta1.
+    #[arg(long = "adam-beta1", alias = "adam_beta1", default_value_t = 0.9)]
+    pub adam_beta1: f64,
+    /// AdamW beta2.
+    #[arg(long = "adam-beta2", alias = "adam_beta2", default_value_t = 0.999)]
+    pub adam_beta2: f64,
+    /// AdamW decoupled weight decay.
+    #[arg(
+        long = "adam-weight-decay",
+        alias = "adam_weight_decay",
+        default_value_t = 1e-2
+    )]
+    pub adam_weight_decay: f64,
+    /// AdamW epsilon.
+    #[arg(long = "adam-epsilon", alias = "adam_epsilon", default_value_t = 1e-8)]
+    pub adam_epsilon: f64,
+}
+
+impl AdamWArgs {
+    pub fn config(&self) -> AdamWConfig {
+        AdamWConfig {
+            beta1: self.adam_beta1,
+            beta2: self.adam_beta2,
+            weight_decay: self.adam_weight_decay,
+            epsilon: self.adam_epsilon,
+        }
+    }
 }

@@ -44,11 +44,7 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
             bail!("{flag} must be at least 1");
         }
     }
-    let folder = ModelFolder::open(
-        &args.pretrained_model_name_or_path,
-        args.revision.as_deref(),
-        args.variant.as_deref(),
-    )?;
+    let folder = args.model.open()?;
     let tokenizer_dir = args
         .tokenizer_name
         .clone()

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{bail, Context, Result};
 use half::bf16;
 use xla_graphs::models::vae::AutoencoderKL;
-use xla_graphs::optim::AdamWConfig;
 use xla_graphs::programs::train_step::{build_encode_moments, LatentSource, TrainStepConfig, VAE};
 use xla_graphs::schedulers::NoiseScheduleConfig;
 use xla_graphs::DType;
@@ -92,12 +91,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         num_vectors: args.num_vectors,
         num_devices: devices,
         latents,
-        adamw: AdamWConfig {
-            beta1: args.adam_beta1,
-            beta2: args.adam_beta2,
-            weight_decay: args.adam_weight_decay,
-            epsilon: args.adam_epsilon,
-        },
+        adamw: args.adamw.config(),
         gradient_accumulation_steps: args.gradient_accumulation_steps,
         explicit_randomness: false,
     };

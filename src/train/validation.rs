@@ -98,7 +98,7 @@ impl Validation {
                 steps: STEPS,
                 guidance_scale: GUIDANCE,
                 scheduler: SCHEDULER.cli_name().to_string(),
-                model: args.pretrained_model_name_or_path.clone(),
+                model: args.model.pretrained_model_name_or_path.clone(),
                 width: size,
                 height: size,
             },

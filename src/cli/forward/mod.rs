@@ -15,7 +15,7 @@ use xla_graphs::models::params::{ParamSpec, Params};
 use xla_graphs::{DType, Tensor};
 
 use crate::device::{open_client, DeviceArgs};
-use crate::model_folder::ModelFolder;
+use crate::model_folder::{ModelArgs, ModelFolder};
 use crate::model_weights::DeviceWeights;
 use crate::pjrt::CompileOptions;
 use crate::tensor_file::{write_f32_atomic, F32Tensor, TensorFile};
@@ -72,15 +72,8 @@ impl ComputeDType {
 
 #[derive(Debug, clap::Args)]
 pub struct ForwardArgs {
-    /// A diffusers model folder, or a Hub repo id in the local Hugging Face cache.
-    #[arg(long)]
-    pub model: String,
-    /// Hub revision (branch, tag or commit) when --model is a repo id.
-    #[arg(long)]
-    pub revision: Option<String>,
-    /// Weight file variant, e.g. fp16 for `model.fp16.safetensors`.
-    #[arg(long)]
-    pub variant: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Which component to run.
     #[arg(long, value_enum)]
     pub component: Component,
@@ -157,11 +150,7 @@ impl Prepared {
 }
 
 pub fn run(args: &ForwardArgs) -> Result<()> {
-    let folder = ModelFolder::open(
-        &args.model,
-        args.revision.as_deref(),
-        args.variant.as_deref(),
-    )?;
+    let folder = args.model.open()?;
     let inputs = TensorFile::open(&args.inputs)?;
     let dtype = args.dtype.dtype();
     if args.component == Component::TrainStep {

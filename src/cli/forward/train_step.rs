@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 
 use anyhow::{bail, Result};
-use xla_graphs::optim::AdamWConfig;
 use xla_graphs::programs::train_step::{LatentSource, TrainStepConfig};
 use xla_graphs::DType;
 
@@ -12,6 +11,7 @@ use crate::device::{open_client, DeviceArgs};
 use crate::model_folder::ModelFolder;
 use crate::pjrt::DeviceBuffer;
 use crate::tensor_file::{F32Tensor, TensorFile};
+use crate::train::args::AdamWArgs;
 use crate::train::step::CompiledStep;
 
 /// The step's hyper-parameters (used by `--component train_step` only).
@@ -30,18 +30,8 @@ pub struct StepFlags {
         default_value_t = 1e-4
     )]
     pub learning_rate: f64,
-    #[arg(long = "adam-beta1", alias = "adam_beta1", default_value_t = 0.9)]
-    pub adam_beta1: f64,
-    #[arg(long = "adam-beta2", alias = "adam_beta2", default_value_t = 0.999)]
-    pub adam_beta2: f64,
-    #[arg(
-        long = "adam-weight-decay",
-        alias = "adam_weight_decay",
-        default_value_t = 1e-2
-    )]
-    pub adam_weight_decay: f64,
-    #[arg(long = "adam-epsilon", alias = "adam_epsilon", default_value_t = 1e-8)]
-    pub adam_epsilon: f64,
+    #[command(flatten)]
+    pub adamw: AdamWArgs,
 }
 
 pub(crate) fn run(
@@ -95,12 +85,7 @@ pub(crate) fn run(
         num_vectors: n,
         num_devices: 1,
         latents: LatentSource::Encode,
-        adamw: AdamWConfig {
-            beta1: flags.adam_beta1,
-            beta2: flags.adam_beta2,
-            weight_decay: flags.adam_weight_decay,
-            epsilon: flags.adam_epsilon,
-        },
+        adamw: flags.adamw.config(),
         gradient_accumulation_steps: 1,
         explicit_randomness: true,
     };
