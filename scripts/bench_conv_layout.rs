@@ -1,9 +1,11 @@
 //! Times 3x3 convolutions on the XLA CPU plugin with the kernel argument in torch's OIHW
-//! layout (what checkpoints hold and `modules::conv2d` binds) against HWIO (the layout XLA's
+//! layout (what checkpoints hold) against HWIO (the layout XLA's
 //! CPU convolution wants), at the UNet's channel widths. With OIHW, XLA transposes every kernel
 //! on every run, and that copy costs ~10x the convolution itself for 1280-wide kernels at
 //! SD's lowest resolutions; transposing inside the program (even in two cache-friendly steps)
-//! does not help, so the fix is to upload kernels already transposed.
+//! does not help, so the fix is to upload kernels already transposed (`modules::conv2d` now
+//! binds HWIO). The last variant keeps the activations NHWC as well, which measures what the
+//! activation transposes XLA puts around each NCHW convolution cost.
 //!
 //! ```sh
 //! cargo run --example bench_conv_layout
@@ -27,15 +29,9 @@ enum Kernel {
     Hwio,
     /// `[O, I, 3, 3]` as the argument, transposed to HWIO inside the program.
     OihwTransposed,
-}
-
-fn hwio_dims() -> ConvDimensionNumbers {
-    ConvDimensionNumbers {
-        kernel_spatial_dimensions: vec![0, 1],
-        kernel_input_feature_dimension: 2,
-        kernel_output_feature_dimension: 3,
-        ..ConvDimensionNumbers::nchw_oihw(2)
-    }
+    /// `[3, 3, I, O]`, with NHWC activations (no layout change between the convolutions and
+    /// the elementwise op after each).
+    HwioNhwc,
 }
 
 fn main() -> Result<()> {
@@ -51,11 +47,16 @@ fn main() -> Result<()> {
             (Kernel::Oihw, "OIHW"),
             (Kernel::Hwio, "HWIO"),
             (Kernel::OihwTransposed, "OIHW, transposed in-graph"),
+            (Kernel::HwioNhwc, "HWIO, NHWC activations"),
         ] {
+            let xdims = match kernel {
+                Kernel::HwioNhwc => vec![1, s, s, c],
+                _ => vec![1, c, s, s],
+            };
             let g = Graph::new();
-            let x = g.parameter("x", Shape::new(DType::F32, &[1, c, s, s]))?;
+            let x = g.parameter("x", Shape::new(DType::F32, &xdims))?;
             let kdims = match kernel {
-                Kernel::Hwio => vec![3, 3, c, c],
+                Kernel::Hwio | Kernel::HwioNhwc => vec![3, 3, c, c],
                 _ => vec![c, c, 3, 3],
             };
             let mut h = x.clone();
@@ -63,8 +64,12 @@ fn main() -> Result<()> {
                 let w = g.parameter(format!("w{i}"), Shape::new(DType::F32, &kdims))?;
                 let (w, dims) = match kernel {
                     Kernel::Oihw => (w, ConvDimensionNumbers::nchw_oihw(2)),
-                    Kernel::Hwio => (w, hwio_dims()),
-                    Kernel::OihwTransposed => (w.transpose(&[2, 3, 1, 0])?, hwio_dims()),
+                    Kernel::Hwio => (w, ConvDimensionNumbers::nchw_hwio(2)),
+                    Kernel::HwioNhwc => (w, ConvDimensionNumbers::nhwc_hwio(2)),
+                    Kernel::OihwTransposed => (
+                        w.transpose(&[2, 3, 1, 0])?,
+                        ConvDimensionNumbers::nchw_hwio(2),
+                    ),
                 };
                 let attrs = Convolution {
                     padding: vec![(1, 1); 2],
@@ -73,8 +78,7 @@ fn main() -> Result<()> {
                 h = h.convolution(&w, attrs)?.tanh()?;
             }
             let exe = client.compile(&g.to_stablehlo(&[&h])?, &CompileOptions::replicated(1))?;
-            let x =
-                client.buffer_from_host(&vec![0.1f32; (c * s * s) as usize], &[1, c, s, s], 0)?;
+            let x = client.buffer_from_host(&vec![0.1f32; (c * s * s) as usize], &xdims, 0)?;
             let n = kdims.iter().product::<i64>() as usize;
             let ws = (0..LAYERS)
                 .map(|_| client.buffer_from_host(&vec![0.01f32; n], &kdims, 0))
