@@ -171,9 +171,14 @@ impl DeviceWeights {
             .map(|_| Vec::with_capacity(weights.len()))
             .collect();
         for spec in &weights {
-            let bytes = match &spec.permutation {
+            let bytes = match &spec.layout {
                 None => files.read_as(&spec.name, spec.shape.dtype)?,
-                Some(perm) => files.read_transposed(&spec.name, spec.shape.dtype, perm)?,
+                Some(l) => files.read_laid_out(
+                    &spec.name,
+                    spec.shape.dtype,
+                    &l.permutation,
+                    &l.reversed,
+                )?,
             };
             for (device, list) in buffers.iter_mut().enumerate() {
                 list.push(client.buffer_from_bytes(

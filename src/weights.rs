@@ -120,22 +120,24 @@ impl WeightFiles {
         encode(&self.read_f64(name)?.1, dtype)
     }
 
-    /// `read_as` of the tensor transposed: dimension `i` of the result is dimension
-    /// `permutation[i]` of the stored tensor (`[2, 3, 1, 0]` turns an OIHW kernel into HWIO).
-    pub fn read_transposed(
+    /// `read_as` of the tensor rearranged: transposed so that dimension `i` of the result is
+    /// dimension `permutation[i]` of the stored tensor (`[2, 3, 1, 0]` turns an OIHW kernel
+    /// into HWIO), then reversed along the result's `reversed` dimensions.
+    pub fn read_laid_out(
         &self,
         name: &str,
         dtype: DType,
         permutation: &[usize],
+        reversed: &[usize],
     ) -> Result<Vec<u8>> {
         let (dims, values) = self.read_f64(name)?;
-        if permutation.len() != dims.len() {
+        if permutation.len() != dims.len() || reversed.iter().any(|&d| d >= dims.len()) {
             bail!(
-                "{name} has {} dimensions; cannot transpose it by {permutation:?}",
+                "{name} has {} dimensions; cannot lay it out by {permutation:?}, reversing {reversed:?}",
                 dims.len()
             );
         }
-        encode(&transpose(&values, &dims, permutation), dtype)
+        encode(&lay_out(&values, &dims, permutation, reversed), dtype)
     }
 
     fn read_f64(&self, name: &str) -> Result<(Vec<usize>, Vec<f64>)> {
@@ -154,28 +156,34 @@ impl WeightFiles {
 }
 
 /// Row-major `values` of shape `dims` transposed so that result dimension `i` is dimension
-/// `permutation[i]` (numpy's `transpose(permutation)`).
-fn transpose(values: &[f64], dims: &[usize], permutation: &[usize]) -> Vec<f64> {
+/// `permutation[i]` (numpy's `transpose(permutation)`), then flipped along the result
+/// dimensions in `reversed` (numpy's `flip`).
+fn lay_out(values: &[f64], dims: &[usize], permutation: &[usize], reversed: &[usize]) -> Vec<f64> {
     let rank = dims.len();
-    let mut strides = vec![1; rank];
+    let mut strides = vec![1isize; rank];
     for i in (0..rank.saturating_sub(1)).rev() {
-        strides[i] = strides[i + 1] * dims[i + 1];
+        strides[i] = strides[i + 1] * dims[i + 1] as isize;
     }
-    // Walk the result in order, keeping the source offset of the current element.
+    // Walk the result in order, keeping the source offset of the current element; a reversed
+    // dimension starts at its last index and steps backwards.
     let out_dims: Vec<usize> = permutation.iter().map(|&p| dims[p]).collect();
-    let src_strides: Vec<usize> = permutation.iter().map(|&p| strides[p]).collect();
+    let mut steps: Vec<isize> = permutation.iter().map(|&p| strides[p]).collect();
+    let mut offset = 0isize;
+    for &d in reversed {
+        offset += steps[d] * (out_dims[d] as isize - 1);
+        steps[d] = -steps[d];
+    }
     let mut out = Vec::with_capacity(values.len());
     let mut index = vec![0usize; rank];
-    let mut offset = 0usize;
     for _ in 0..values.len() {
-        out.push(values[offset]);
+        out.push(values[offset as usize]);
         for d in (0..rank).rev() {
             index[d] += 1;
-            offset += src_strides[d];
+            offset += steps[d];
             if index[d] < out_dims[d] {
                 break;
             }
-            offset -= src_strides[d] * out_dims[d];
+            offset -= steps[d] * out_dims[d] as isize;
             index[d] = 0;
         }
     }
@@ -300,10 +308,10 @@ pub fn component_files(dir: &Path, stem: &str, variant: Option<&str>) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::transpose;
+    use super::lay_out;
 
     #[test]
-    fn transpose_moves_each_element_to_its_permuted_index() {
+    fn lay_out_moves_each_element_to_its_permuted_reversed_index() {
         // OIHW [2, 3, 4, 5] -> HWIO [4, 5, 3, 2]: element (o, i, h, w) holds 1000o+100i+10h+w.
         let dims = [2, 3, 4, 5];
         let mut values = Vec::new();
@@ -316,7 +324,7 @@ mod tests {
                 }
             }
         }
-        let out = transpose(&values, &dims, &[2, 3, 1, 0]);
+        let out = lay_out(&values, &dims, &[2, 3, 1, 0], &[]);
         let mut k = 0;
         for h in 0..4 {
             for w in 0..5 {
@@ -328,7 +336,21 @@ mod tests {
                 }
             }
         }
-        assert_eq!(transpose(&values, &dims, &[0, 1, 2, 3]), values);
-        assert_eq!(transpose(&[7.0], &[], &[]), vec![7.0]);
+        assert_eq!(lay_out(&values, &dims, &[0, 1, 2, 3], &[]), values);
+        assert_eq!(lay_out(&[7.0], &[], &[], &[]), vec![7.0]);
+        // The input gradient's kernel: [h, w, o, i] = (o, i, 3-h, 4-w).
+        let out = lay_out(&values, &dims, &[2, 3, 0, 1], &[0, 1]);
+        let mut k = 0;
+        for h in 0..4 {
+            for w in 0..5 {
+                for o in 0..2 {
+                    for i in 0..3 {
+                        let v = 1000 * o + 100 * i + 10 * (3 - h) + (4 - w);
+                        assert_eq!(out[k], v as f64);
+                        k += 1;
+                    }
+                }
+            }
+        }
     }
 }

@@ -7,8 +7,9 @@ mod common;
 use common::fd::{case, check};
 use common::*;
 use xla_graphs::{
-    ComparisonDirection as Dir, ConvDimensionNumbers, Convolution, DType, DotDimensionNumbers,
-    Gather, GatherDimensionNumbers, Scatter, ScatterDimensionNumbers, UnaryOp,
+    value_and_grad, ComparisonDirection as Dir, ConvDimensionNumbers, Convolution, DType,
+    DotDimensionNumbers, Gather, GatherDimensionNumbers, Graph, Scatter, ScatterDimensionNumbers,
+    Shape, UnaryOp,
 };
 
 fn shifted(a: Array, by: f64, scale: f64) -> Array {
@@ -330,4 +331,63 @@ fn contraction_and_indexing_rules() {
         ),
     ];
     check("contraction and indexing VJP rules", cases);
+}
+
+/// `Graph::set_reversed_kernel`: the input gradient of a convolution whose kernel has a
+/// precomputed reversed, feature-exchanged copy convolves with that copy (no `reverse` in the
+/// program) and equals the gradient built from the kernel itself (f64, 1e-12).
+#[test]
+fn a_recorded_reversed_kernel_gives_the_same_input_gradient() {
+    let (xd, kd) = ([2i64, 3, 6, 5], [3i64, 2, 3, 4]); // NCHW input, HWIO kernel [kh, kw, I, O]
+    let x = rand(&xd, 71);
+    let k = rand(&kd, 72);
+    // reversed[h, w, o, i] = k[kh-1-h, kw-1-w, i, o], laid out [kh, kw, O, I].
+    let rd = [kd[0], kd[1], kd[3], kd[2]];
+    let mut rv = vec![0.0; k.data.len()];
+    for h in 0..kd[0] {
+        for w in 0..kd[1] {
+            for o in 0..kd[3] {
+                for i in 0..kd[2] {
+                    let src = [kd[0] - 1 - h, kd[1] - 1 - w, i, o];
+                    rv[ravel(&[h, w, o, i], &rd)] = k.data[ravel(&src, &kd)];
+                }
+            }
+        }
+    }
+    let reversed = Array::f64(&rd, rv);
+    let attrs = conv(ConvDimensionNumbers::nchw_hwio(2), |c| {
+        c.window_strides = vec![2, 1];
+        c.padding = vec![(1, 1), (0, 2)];
+        c.rhs_dilation = vec![1, 2];
+    });
+    let grad = |hint: bool| {
+        let g = Graph::new();
+        let xp = g.parameter("x", x.shape()).unwrap();
+        let kp = g.parameter("k", k.shape()).unwrap();
+        let rp = g.parameter("r", reversed.shape()).unwrap();
+        if hint {
+            g.set_reversed_kernel(&kp, &rp).unwrap();
+        }
+        let y = xp.convolution(&kp, attrs.clone()).unwrap();
+        let loss = y.multiply(&y).unwrap().reduce_sum(&[0, 1, 2, 3]).unwrap();
+        let (_, grads) = value_and_grad(&loss, &[xp]).unwrap();
+        let text = g.to_stablehlo(&[&grads[0], &rp]).unwrap();
+        assert_eq!(text.contains("stablehlo.reverse"), !hint, "hint {hint}");
+        let exe = compile(&text, 1);
+        execute(&exe, &[vec![x.clone(), k.clone(), reversed.clone()]]).remove(0)
+    };
+    let want = grad(false).remove(0);
+    assert_close(
+        "input gradient with the hint",
+        &grad(true)[0],
+        &want.data,
+        1e-12,
+    );
+    // A tensor that cannot be a rearrangement of the kernel is refused.
+    let g = Graph::new();
+    let kp = g.parameter("k", k.shape()).unwrap();
+    let bad = g
+        .parameter("b", Shape::new(DType::F64, &[3, 3, 4, 3]))
+        .unwrap();
+    assert!(g.set_reversed_kernel(&kp, &bad).is_err());
 }

@@ -387,6 +387,7 @@ fn eval_loss(row: &[f32]) -> f64 {
         adamw: Default::default(),
         gradient_accumulation_steps: 1,
         explicit_randomness: true,
+        reversed_kernels: true,
     };
     let client = ti_xla::testing::cpu_client(1).unwrap();
     let step = CompiledStep::new(&client, &folder, config).unwrap();

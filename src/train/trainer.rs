@@ -21,7 +21,7 @@ use super::setup::{plan, RunPlan};
 use super::step::{open_component, CompiledStep};
 use super::validation::{self, Validation};
 use crate::data::dataset::{epoch_plan, Sample};
-use crate::device::open_client;
+use crate::device::{open_client, DeviceKind};
 use crate::export::write_learned_embeds;
 use crate::model_weights::DeviceWeights;
 use crate::pjrt::{Client, CompileOptions, DeviceBuffer};
@@ -94,6 +94,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         adamw: args.adamw.config(),
         gradient_accumulation_steps: args.gradient_accumulation_steps,
         explicit_randomness: false,
+        reversed_kernels: args.device.device == DeviceKind::Cpu,
     };
     eprintln!(
         "training {:?} on {devices} {} device(s), {} image(s), {} steps, lr {:.3e}, {}",

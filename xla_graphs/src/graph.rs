@@ -56,6 +56,9 @@ pub(crate) struct GraphInner {
     pub values: Vec<Value>,
     pub params: Vec<Param>,
     scopes: Vec<String>,
+    /// Kernel value -> the same kernel reversed and feature-exchanged (see
+    /// `Graph::set_reversed_kernel`).
+    reversed_kernels: std::collections::HashMap<ValueId, ValueId>,
 }
 
 impl GraphInner {
@@ -300,6 +303,43 @@ impl Graph {
                 "tensor is not a parameter of this graph",
             )),
         }
+    }
+
+    /// Records that `reversed` holds `kernel` as the input gradient of a convolution needs it:
+    /// the spatial dimensions reversed and the two feature dimensions exchanged in place (for a
+    /// `[kh, kw, I, O]` kernel, `reversed[h, w, o, i] = kernel[kh-1-h, kw-1-w, i, o]`). The VJP
+    /// of an ungrouped convolution with this kernel then convolves with `reversed` rather than
+    /// rearranging `kernel` inside the program, which XLA's CPU backend does as a full copy of
+    /// the kernel on every run. Used for frozen weights that the host can upload both ways.
+    pub fn set_reversed_kernel(&self, kernel: &Tensor, reversed: &Tensor) -> Result<()> {
+        if !kernel.graph.same_as(self) || !reversed.graph.same_as(self) {
+            return Err(GraphError::invalid(
+                "set_reversed_kernel",
+                "both tensors must belong to this graph",
+            ));
+        }
+        let (k, r) = (kernel.shape(), reversed.shape());
+        let mut ks = k.dims.clone();
+        ks.sort_unstable();
+        let mut rs = r.dims.clone();
+        rs.sort_unstable();
+        if k.dtype != r.dtype || ks != rs {
+            return Err(GraphError::invalid(
+                "set_reversed_kernel",
+                format!("{r} cannot be a rearrangement of the kernel {k}"),
+            ));
+        }
+        self.inner
+            .borrow_mut()
+            .reversed_kernels
+            .insert(kernel.id, reversed.id);
+        Ok(())
+    }
+
+    /// The tensor recorded for `kernel` by `set_reversed_kernel`.
+    pub fn reversed_kernel(&self, kernel: &Tensor) -> Option<Tensor> {
+        let id = *self.inner.borrow().reversed_kernels.get(&kernel.id)?;
+        Some(self.tensor(id))
     }
 
     /// The parameters in argument order.

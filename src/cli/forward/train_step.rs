@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use xla_graphs::programs::train_step::{LatentSource, TrainStepConfig};
 use xla_graphs::DType;
 
-use crate::device::{open_client, DeviceArgs};
+use crate::device::{open_client, DeviceArgs, DeviceKind};
 use crate::model_folder::ModelFolder;
 use crate::pjrt::DeviceBuffer;
 use crate::tensor_file::{F32Tensor, TensorFile};
@@ -88,6 +88,7 @@ pub(crate) fn run(
         adamw: flags.adamw.config(),
         gradient_accumulation_steps: 1,
         explicit_randomness: true,
+        reversed_kernels: device.device == DeviceKind::Cpu,
     };
     let client = open_client(device)?;
     let step = CompiledStep::new(&client, folder, config)?;

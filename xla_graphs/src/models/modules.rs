@@ -2,7 +2,7 @@
 //! every model repeats. Normalisation statistics are computed in at least f32, because bf16's
 //! 8-bit mantissa loses the variance of a 768-wide row.
 
-use crate::models::params::Params;
+use crate::models::params::{Params, WeightLayout};
 use crate::{nn, ConvDimensionNumbers, Convolution, DType, Result, Tensor};
 
 /// The dtype that norm and softmax statistics use under compute dtype `dtype`: f32 for the
@@ -106,11 +106,17 @@ impl Conv2d {
 pub fn conv2d(p: &Params, name: &str, x: &Tensor, c: &Conv2d) -> Result<Tensor> {
     p.scope(name, |p| {
         let k = c.kernel_size;
-        let w = p.get_transposed(
-            "weight",
-            &[c.out_channels, c.in_channels, k, k],
-            &[2, 3, 1, 0],
-        )?;
+        let dims = [c.out_channels, c.in_channels, k, k];
+        let w = p.get_transposed("weight", &dims, &[2, 3, 1, 0])?;
+        if p.reversed_kernels() {
+            // [k, k, O, I], spatially reversed: what the input gradient convolves with.
+            let layout = WeightLayout {
+                permutation: vec![2, 3, 0, 1],
+                reversed: vec![0, 1],
+            };
+            let reversed = p.get_laid_out("weight", &dims, layout)?;
+            p.graph().set_reversed_kernel(&w, &reversed)?;
+        }
         let b = c
             .bias
             .then(|| p.get("bias", &[c.out_channels]))

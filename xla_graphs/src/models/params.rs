@@ -44,20 +44,29 @@ pub struct ParamSpec {
     /// `checkpoint_dims`).
     pub shape: Shape,
     pub kind: ParamKind,
-    /// For a weight the program takes transposed: argument dimension `i` is checkpoint
-    /// dimension `permutation[i]`. The host transposes the tensor once, at upload, so the
-    /// program gets the layout its consumer wants (HWIO conv kernels) without a copy per run.
-    pub permutation: Option<Vec<usize>>,
+    /// For a weight the program takes rearranged (see `WeightLayout`); the host rearranges
+    /// the tensor once, at upload, so the program gets the layout its consumer wants (HWIO
+    /// conv kernels) without a copy on every run.
+    pub layout: Option<WeightLayout>,
+}
+
+/// How an argument is made from the checkpoint tensor: transposed so that argument dimension
+/// `i` is checkpoint dimension `permutation[i]`, then reversed along the argument's
+/// `reversed` dimensions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WeightLayout {
+    pub permutation: Vec<usize>,
+    pub reversed: Vec<usize>,
 }
 
 impl ParamSpec {
     /// The tensor's dimensions as the checkpoint stores them.
     pub fn checkpoint_dims(&self) -> Vec<i64> {
-        match &self.permutation {
+        match &self.layout {
             None => self.shape.dims.clone(),
-            Some(perm) => {
-                let mut dims = vec![0; perm.len()];
-                for (i, &src) in perm.iter().enumerate() {
+            Some(layout) => {
+                let mut dims = vec![0; layout.permutation.len()];
+                for (i, &src) in layout.permutation.iter().enumerate() {
                     dims[src] = self.shape.dims[i];
                 }
                 dims
@@ -69,8 +78,9 @@ impl ParamSpec {
 #[derive(Default)]
 struct Bound {
     specs: Vec<ParamSpec>,
-    /// Lets a weight asked for twice (tied weights) be one argument.
-    by_name: HashMap<String, (Tensor, Option<Vec<usize>>)>,
+    /// Lets a weight asked for twice (tied weights) be one argument; one checkpoint tensor in
+    /// two layouts is two arguments.
+    by_name: HashMap<(String, Option<WeightLayout>), Tensor>,
     /// Activations recorded with `tap`, keyed by their module path.
     taps: Option<Vec<(String, Tensor)>>,
 }
@@ -83,6 +93,9 @@ pub struct Params {
     dtype: DType,
     prefix: String,
     bound: Rc<RefCell<Bound>>,
+    /// Convolutions under this view also bind their kernel reversed for the input gradient
+    /// (see `with_reversed_kernels`).
+    reversed_kernels: bool,
 }
 
 impl std::fmt::Debug for Params {
@@ -105,7 +118,25 @@ impl Params {
             dtype,
             prefix: String::new(),
             bound: Rc::default(),
+            reversed_kernels: false,
         }
+    }
+
+    /// This view, with convolutions also binding each kernel a second time, reversed and
+    /// feature-exchanged, and recording it with `Graph::set_reversed_kernel`, so that a
+    /// gradient through them needs no kernel copy per run. For programs that differentiate
+    /// through frozen convolutions on backends that copy (XLA's CPU); it costs a second copy
+    /// of the kernels in device memory.
+    pub fn with_reversed_kernels(&self) -> Params {
+        Params {
+            reversed_kernels: true,
+            ..self.clone()
+        }
+    }
+
+    /// Whether convolutions bind reversed kernels too (`with_reversed_kernels`).
+    pub fn reversed_kernels(&self) -> bool {
+        self.reversed_kernels
     }
 
     pub fn graph(&self) -> &Graph {
@@ -159,52 +190,56 @@ impl Params {
 
     /// The weight `name`, stored in the checkpoint with `dims`, as a parameter transposed by
     /// `permutation` (argument dimension `i` is checkpoint dimension `permutation[i]`), in the
-    /// compute dtype. The host transposes it at upload (see `ParamSpec::permutation`).
+    /// compute dtype. The host transposes it at upload (see `ParamSpec::layout`).
     pub fn get_transposed(
         &self,
         name: &str,
         dims: &[i64],
         permutation: &[usize],
     ) -> Result<Tensor> {
-        let mut sorted = permutation.to_vec();
+        let layout = WeightLayout {
+            permutation: permutation.to_vec(),
+            reversed: Vec::new(),
+        };
+        self.get_laid_out(name, dims, layout)
+    }
+
+    /// The weight `name`, stored with `dims`, as the parameter `layout` makes of it, in the
+    /// compute dtype.
+    pub fn get_laid_out(&self, name: &str, dims: &[i64], layout: WeightLayout) -> Result<Tensor> {
+        let rank = dims.len();
+        let mut sorted = layout.permutation.clone();
         sorted.sort_unstable();
-        if sorted != (0..dims.len()).collect::<Vec<_>>() {
+        if sorted != (0..rank).collect::<Vec<_>>() || layout.reversed.iter().any(|&d| d >= rank) {
             return Err(GraphError::Invalid {
                 what: "weight",
                 reason: format!(
-                    "{}: {permutation:?} is not a permutation of {} dimensions",
-                    self.key(name),
-                    dims.len()
+                    "{}: {layout:?} does not fit a weight of {rank} dimensions",
+                    self.key(name)
                 ),
             });
         }
-        let arg: Vec<i64> = permutation.iter().map(|&i| dims[i]).collect();
-        self.bind(
-            name,
-            Shape::new(self.dtype, &arg),
-            Some(permutation.to_vec()),
-        )
+        let arg: Vec<i64> = layout.permutation.iter().map(|&i| dims[i]).collect();
+        self.bind(name, Shape::new(self.dtype, &arg), Some(layout))
     }
 
-    fn bind(&self, name: &str, shape: Shape, permutation: Option<Vec<usize>>) -> Result<Tensor> {
-        let key = self.key(name);
-        if let Some((t, perm)) = self.bound.borrow().by_name.get(&key) {
+    fn bind(&self, name: &str, shape: Shape, layout: Option<WeightLayout>) -> Result<Tensor> {
+        let key = (self.key(name), layout);
+        if let Some(t) = self.bound.borrow().by_name.get(&key) {
             let have = t.shape();
-            if have != shape || *perm != permutation {
+            if have != shape {
                 return Err(GraphError::Invalid {
                     what: "weight",
                     reason: format!(
-                        "{key} is bound as {have} (permutation {perm:?}) and requested again as {shape} (permutation {permutation:?})"
+                        "{} is bound as {have} and requested again as {shape}",
+                        key.0
                     ),
                 });
             }
             return Ok(t.clone());
         }
-        let t = self.declare(key.clone(), shape, ParamKind::Weight, permutation.clone())?;
-        self.bound
-            .borrow_mut()
-            .by_name
-            .insert(key, (t.clone(), permutation));
+        let t = self.declare(key.0.clone(), shape, ParamKind::Weight, key.1.clone())?;
+        self.bound.borrow_mut().by_name.insert(key, t.clone());
         Ok(t)
     }
 
@@ -225,7 +260,7 @@ impl Params {
         name: String,
         shape: Shape,
         kind: ParamKind,
-        permutation: Option<Vec<usize>>,
+        layout: Option<WeightLayout>,
     ) -> Result<Tensor> {
         let t = self.graph.parameter(name.clone(), shape.clone())?;
         // The argument index is the graph's (the one just made is the last), so parameters
@@ -236,7 +271,7 @@ impl Params {
             name,
             shape,
             kind,
-            permutation,
+            layout,
         });
         Ok(t)
     }
@@ -353,13 +388,21 @@ mod tests {
         assert_eq!(w.dims(), vec![3, 2, 4, 6]);
         let spec = &p.specs()[0];
         assert_eq!(spec.name, "conv.weight");
-        assert_eq!(spec.permutation, Some(vec![2, 3, 1, 0]));
+        assert_eq!(spec.layout.as_ref().unwrap().permutation, vec![2, 3, 1, 0]);
         assert_eq!(spec.checkpoint_dims(), vec![6, 4, 3, 2]);
-        // Asked for again untransposed (same key), or with a non-permutation: errors.
-        assert!(p.get("conv.weight", &[3, 2, 4, 6]).is_err());
-        assert!(p.get_transposed("other", &[2, 2], &[0, 0]).is_err());
         let again = p.get_transposed("conv.weight", &[6, 4, 3, 2], &[2, 3, 1, 0]);
         assert_eq!(again.unwrap().id(), w.id());
+        // The same tensor in another layout is another argument.
+        let plain = p.get("conv.weight", &[6, 4, 3, 2]).unwrap();
+        assert_ne!(plain.id(), w.id());
+        assert_eq!(p.specs()[1].checkpoint_dims(), vec![6, 4, 3, 2]);
+        // Not a permutation, or a reversed axis out of range: errors.
+        assert!(p.get_transposed("other", &[2, 2], &[0, 0]).is_err());
+        let bad = WeightLayout {
+            permutation: vec![1, 0],
+            reversed: vec![2],
+        };
+        assert!(p.get_laid_out("other", &[2, 2], bad).is_err());
     }
 
     #[test]

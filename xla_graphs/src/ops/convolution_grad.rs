@@ -129,14 +129,27 @@ fn input_grad(g: &Tensor, lhs: &Shape, rhs: &Tensor, c: &Convolution) -> Result<
             (before, lhs_d + rhs_d - 1 - out_d - before)
         })
         .collect();
-    let reversed = kernel.reverse(&r[2..])?;
+    // The kernel reversed, with its feature roles exchanged: precomputed when the graph has it
+    // (then its feature axes are exchanged in place and the forward roles apply), else built.
+    let hint = (groups == 1)
+        .then(|| rhs.graph.reversed_kernel(rhs))
+        .flatten()
+        .filter(|f| {
+            let mut want = kdims.clone();
+            want.swap(r[0], r[1]);
+            f.dims() == want && f.dtype() == rhs.dtype()
+        });
+    let (reversed, kernel_roles) = match hint {
+        Some(f) => (f, r.clone()),
+        None => (kernel.reverse(&r[2..])?, swap_first_two(&r)),
+    };
     let g = if g.dtype() == rhs.dtype() {
         g.clone()
     } else {
         g.convert(rhs.dtype())?
     };
     let attrs = Convolution {
-        dims: from_specs(&o, &swap_first_two(&r), &l),
+        dims: from_specs(&o, &kernel_roles, &l),
         window_strides: c.lhs_dilation.clone(),
         padding,
         lhs_dilation: c.window_strides.clone(),

@@ -53,6 +53,12 @@ pub struct TrainStepConfig {
     /// (`latent_eps`, `noise`, `timesteps`) instead of drawing them from `key`: the same step,
     /// checkable against any reference (`ti-xla forward --component train_step`).
     pub explicit_randomness: bool,
+    /// Bind each UNet conv kernel a second time, reversed for the input gradient
+    /// (`Params::with_reversed_kernels`): XLA's CPU backend otherwise copies every kernel the
+    /// gradient passes through on every step. Costs a second copy of those kernels in memory;
+    /// GPU backends fold the reversal into their backward-data convolution, so leave it off
+    /// there.
+    pub reversed_kernels: bool,
 }
 
 /// The printed program and what its arguments are.
@@ -176,7 +182,12 @@ pub fn build_train_step(c: &TrainStepConfig) -> Result<TrainStepProgram> {
         clip.forward_with_token_embedding(p, &input_ids, &table)
     })?;
     let noisy = noisy.convert(c.compute_dtype)?;
-    let pred = p.scope(UNET, |p| {
+    let unet_params = if c.reversed_kernels {
+        p.with_reversed_kernels()
+    } else {
+        p.clone()
+    };
+    let pred = unet_params.scope(UNET, |p| {
         unet.forward(p, &noisy, &timesteps, &encoder_hidden_states)
     })?;
     let diff = pred.convert(DType::F32)?.subtract(&target)?;
