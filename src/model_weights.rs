@@ -4,7 +4,9 @@
 //! run-time inputs in the remaining places. UNet and VAE programs use it as the text encoder
 //! does.
 
-use anyhow::{bail, Result};
+use std::collections::HashMap;
+
+use anyhow::{bail, Context, Result};
 use xla_graphs::models::params::{ParamKind, ParamSpec};
 
 use crate::pjrt::{Client, DeviceBuffer};
@@ -201,6 +203,43 @@ impl DeviceWeights {
 
     pub fn num_weights(&self) -> usize {
         self.indices.len()
+    }
+
+    /// `arguments` with each device's inputs given by name: `named[d]` maps the name of every
+    /// spec in `inputs` (the program's run-time inputs, in argument order) to device d's
+    /// buffer, whose shape and dtype must be the spec's. `what` names the program in errors.
+    pub fn named_arguments<'a>(
+        &'a self,
+        inputs: &[ParamSpec],
+        named: &[HashMap<&str, &'a DeviceBuffer>],
+        what: &str,
+    ) -> Result<Vec<Vec<&'a DeviceBuffer>>> {
+        let lists = named
+            .iter()
+            .enumerate()
+            .map(|(d, named)| {
+                inputs
+                    .iter()
+                    .map(|spec| {
+                        let buf = *named.get(spec.name.as_str()).with_context(|| {
+                            format!("no {} for device {d} in the {what}", spec.name)
+                        })?;
+                        if buf.dims() != spec.shape.dims || buf.dtype() != spec.shape.dtype {
+                            bail!(
+                                "{} on device {d} is {}{:?}, the {what} expects {}{:?}",
+                                spec.name,
+                                buf.dtype(),
+                                buf.dims(),
+                                spec.shape.dtype,
+                                spec.shape.dims
+                            );
+                        }
+                        Ok(buf)
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.arguments(&lists)
     }
 
     /// Every device's full argument list: the weights at their indices and `inputs[d]` (every

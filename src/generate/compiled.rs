@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use xla_graphs::models::params::{ParamKind, ParamSpec};
 
 use crate::model_weights::DeviceWeights;
@@ -45,33 +45,9 @@ impl CompiledProgram {
     /// Runs the program; `inputs[d]` maps every input name to device d's buffer. Returns each
     /// device's outputs.
     pub fn run(&self, inputs: &[HashMap<&str, &DeviceBuffer>]) -> Result<Vec<Vec<DeviceBuffer>>> {
-        let lists = inputs
-            .iter()
-            .enumerate()
-            .map(|(d, named)| {
-                self.inputs
-                    .iter()
-                    .map(|spec| {
-                        let buf = named.get(spec.name.as_str()).with_context(|| {
-                            format!("no {} for device {d} in the {}", spec.name, self.what)
-                        })?;
-                        if buf.dims() != spec.shape.dims || buf.dtype() != spec.shape.dtype {
-                            bail!(
-                                "{} on device {d} is {}{:?}, the {} expects {}{:?}",
-                                spec.name,
-                                buf.dtype(),
-                                buf.dims(),
-                                self.what,
-                                spec.shape.dtype,
-                                spec.shape.dims
-                            );
-                        }
-                        Ok(*buf)
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let args = self.weights.arguments(&lists)?;
+        let args = self
+            .weights
+            .named_arguments(&self.inputs, inputs, &self.what)?;
         self.exe.execute(&args).map_err(|e| {
             if e.is_out_of_memory() {
                 anyhow::anyhow!(

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use xla_graphs::models::params::{ParamKind, ParamSpec};
 use xla_graphs::models::vae::AutoencoderKL;
 use xla_graphs::programs::train_step::{
@@ -89,32 +89,9 @@ impl CompiledStep {
     /// Runs one step; `inputs[d]` maps every input name to device d's buffer. Returns each
     /// device's outputs in `train_step::OUTPUTS` order; donated inputs are consumed.
     pub fn run(&self, inputs: &[HashMap<&str, &DeviceBuffer>]) -> Result<Vec<Vec<DeviceBuffer>>> {
-        let lists = inputs
-            .iter()
-            .enumerate()
-            .map(|(d, named)| {
-                self.inputs
-                    .iter()
-                    .map(|spec| {
-                        let buf = named
-                            .get(spec.name.as_str())
-                            .with_context(|| format!("no {} for device {d}", spec.name))?;
-                        if buf.dims() != spec.shape.dims || buf.dtype() != spec.shape.dtype {
-                            bail!(
-                                "{} on device {d} is {}{:?}, the step expects {}{:?}",
-                                spec.name,
-                                buf.dtype(),
-                                buf.dims(),
-                                spec.shape.dtype,
-                                spec.shape.dims
-                            );
-                        }
-                        Ok(*buf)
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let args = self.weights.arguments(&lists)?;
+        let args = self
+            .weights
+            .named_arguments(&self.inputs, inputs, "training step")?;
         self.exe.execute(&args).map_err(|e| {
             if e.is_out_of_memory() {
                 anyhow::anyhow!("the device ran out of memory in the training step: lower --train-batch-size or --resolution, or use --mixed-precision bf16 ({e})")
