@@ -47,7 +47,7 @@ impl CompiledProgram {
     pub fn run(&self, inputs: &[HashMap<&str, &DeviceBuffer>]) -> Result<Vec<Vec<DeviceBuffer>>> {
         let args = self
             .weights
-            .named_arguments(&self.inputs, inputs, &self.what)?;
+            .named_arguments(&self.inputs, inputs, self.what)?;
         self.exe.execute(&args).map_err(|e| {
             if e.is_out_of_memory() {
                 anyhow::anyhow!(
