@@ -193,6 +193,19 @@ def main():
         for n in (20, 7):
             out["tables"].append(table(cls_name, "sd15", overrides, n))
 
+    # Karras sigmas ("DPM++ 2M Karras", "Euler Karras"), including Euler's own bounds.
+    for config in CONFIGS:
+        for cls_name, overrides, steps in [
+            ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}, (50, 20, 7)),
+            ("DPMSolverMultistepScheduler",
+             {"use_karras_sigmas": True, "final_sigmas_type": "sigma_min"}, (7,)),
+            ("EulerDiscreteScheduler", {"use_karras_sigmas": True}, (50, 20, 7)),
+            ("EulerDiscreteScheduler",
+             {"use_karras_sigmas": True, "sigma_min": 0.05, "sigma_max": 10.0}, (7,)),
+        ]:
+            for n in steps:
+                out["tables"].append(table(cls_name, config, overrides, n))
+
     rng = np.random.RandomState(0)
     n = int(np.prod(DIMS))
     sample = rng.standard_normal(DIMS).astype(np.float32)
@@ -222,6 +235,9 @@ def main():
         ("DPMSolverMultistepScheduler", "sd15", {"prediction_type": "sample"}),
         ("DPMSolverMultistepScheduler", "sd15", {"solver_type": "heun",
                                                  "final_sigmas_type": "sigma_min"}),
+        ("DPMSolverMultistepScheduler", "sd15", {"use_karras_sigmas": True}),
+        ("DPMSolverMultistepScheduler", "sd21", {"use_karras_sigmas": True}),
+        ("EulerDiscreteScheduler", "sd15", {"use_karras_sigmas": True}),
     ]
     for cls_name, config, overrides in cases:
         out["steps"].append(run_steps(cls_name, config, overrides, sample, outputs, noise))

@@ -356,3 +356,42 @@ fn bad_embedding_files_fail_with_one_line() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `--karras-sigmas` changes the images (the noise levels differ), records itself in the PNG
+/// and is refused with a scheduler that has no Karras levels. Its tables and updates are checked
+/// against diffusers in tests/schedulers.rs.
+#[test]
+fn karras_sigmas_are_a_dpm_and_euler_option() {
+    let dir = temp("karras");
+    let plain = dir.join("plain");
+    let karras = dir.join("karras");
+    for (out, extra) in [(&plain, &[][..]), (&karras, &["--karras-sigmas"][..])] {
+        let tensors = out.with_extension("safetensors");
+        let tensors = tensors.to_str().unwrap();
+        let mut args = vec!["--scheduler", "dpmpp-2m", "--save-tensors", tensors];
+        args.extend_from_slice(extra);
+        ok(&generate(out, &args));
+    }
+    assert_eq!(
+        text_chunks(&karras.join("0000.png"))["scheduler"],
+        "dpmpp-2m karras"
+    );
+    let a = images(&plain.with_extension("safetensors"), "images");
+    let b = images(&karras.with_extension("safetensors"), "images");
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        diff > 1e-3,
+        "Karras levels left the images unchanged ({diff:e})"
+    );
+    let refused = dir.join("refused");
+    one_line_error(
+        &generate(&refused, &["--scheduler", "pndm", "--karras-sigmas"]),
+        "--karras-sigmas works with --scheduler dpmpp-2m or euler",
+    );
+    assert!(!refused.exists());
+    let _ = std::fs::remove_dir_all(dir);
+}

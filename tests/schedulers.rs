@@ -92,7 +92,21 @@ fn tables_match_diffusers() {
             .map(|&t| t as f32)
             .collect();
         let got: Vec<f32> = rows.iter().map(|&i| ts[i] as f32).collect();
-        assert_eq!(got, want, "{what}: timesteps");
+        let karras = case["overrides"]["use_karras_sigmas"].as_bool() == Some(true);
+        if karras && class == "EulerDiscreteScheduler" {
+            // Euler's Karras timesteps are fractions read off diffusers' float32 log sigmas,
+            // which near t = 0 are 4e-5 off (see below): 1e-4 relative, absolute below 1.
+            for (g, w) in got.iter().zip(&want) {
+                let err = (g - w).abs() / w.abs().max(1.0);
+                worst.note(
+                    format!("{class} Karras timesteps (abs below 1, rel above)"),
+                    err as f64,
+                );
+                assert!(err <= 1e-4, "{what}: timesteps {got:?} vs {want:?}");
+            }
+        } else {
+            assert_eq!(got, want, "{what}: timesteps");
+        }
         // diffusers' tables are float32 cumulative products; ours are f64. Relative errors.
         let rel = |got: f64, want: f64| (got - want).abs() / want.abs().max(1e-300);
         let init = rel(
@@ -111,6 +125,15 @@ fn tables_match_diffusers() {
                 }
             }
         }
+        // Karras levels are spaced between the schedule's ends, and diffusers' lower end is
+        // float32's `sqrt((1 - acp[0]) / acp[0])`, whose `1 - 0.99915` keeps 4 digits: that
+        // moves the levels by up to 4.3e-6 relatively (ours are the f64 values; the formula
+        // itself is checked exactly in `schedulers::karras`'s unit tests).
+        let (tol, class) = if karras {
+            (1e-5, format!("{class} (Karras)"))
+        } else {
+            (1e-6, class)
+        };
         if let Some(sigmas) = s.sigmas() {
             let want = floats(&case["sigmas"]);
             let mut idx = rows.clone();
@@ -121,7 +144,7 @@ fn tables_match_diffusers() {
                 let err = (sigmas[i] - want[k]).abs() / want[k].abs().max(1.0);
                 worst.note(format!("{class} sigmas (abs below 1, rel above)"), err);
                 assert!(
-                    err <= 1e-6,
+                    err <= tol,
                     "{what}: sigmas[{i}] {} vs {} ({err:e})",
                     sigmas[i],
                     want[k]

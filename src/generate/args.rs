@@ -54,6 +54,10 @@ pub struct GenerateArgs {
     /// scheduler_config.json].
     #[arg(long)]
     pub scheduler: Option<SchedulerKind>,
+    /// Karras noise levels (as diffusers' `use_karras_sigmas`): with dpmpp-2m this is "DPM++ 2M
+    /// Karras"; also for euler.
+    #[arg(long = "karras-sigmas", alias = "use_karras_sigmas")]
+    pub karras_sigmas: bool,
     /// Seed of the starting latents (and of Euler ancestral's noise); sample i always gets the
     /// same draws, whatever the number of devices.
     #[arg(long, default_value_t = 0)]

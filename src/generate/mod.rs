@@ -83,13 +83,32 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
     }
     let (height, width) = image_size(args, &folder)?;
 
-    let config = SchedulerConfig::from_json(&folder.scheduler.to_string())?;
+    let mut config = SchedulerConfig::from_json(&folder.scheduler.to_string())?;
+    if args.karras_sigmas {
+        config.use_karras_sigmas = Some(true);
+    }
     let (mut scheduler, warnings) = build_scheduler(&config, args.scheduler)?;
+    let kind = scheduler.kind();
+    let karras = config.use_karras_sigmas == Some(true)
+        && matches!(
+            kind,
+            SchedulerKind::Euler | SchedulerKind::DpmSolverMultistep
+        );
+    if args.karras_sigmas && !karras {
+        bail!(
+            "--karras-sigmas works with --scheduler dpmpp-2m or euler, not {}",
+            kind.cli_name()
+        );
+    }
     for w in warnings {
         eprintln!("warning: {w}");
     }
     scheduler.set_timesteps(args.num_inference_steps)?;
-    let kind = scheduler.kind();
+    let scheduler_name = if karras {
+        format!("{} karras", kind.cli_name())
+    } else {
+        kind.cli_name().to_string()
+    };
     let steps = scheduler.timesteps().len();
     let f = folder.vae.downscale_factor();
     let latent_len = folder.unet.in_channels * (height / f) * (width / f);
@@ -172,7 +191,7 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
         "generating {samples} image(s) of {width}x{height} on {devices} {} device(s), {} {} steps, {compute_dtype}",
         args.device.device.name(),
         args.num_inference_steps,
-        kind.cli_name()
+        scheduler_name
     );
     eprintln!("compiling the sampling programs (cached after the first run) ...");
     let pipeline = Pipeline::new(
@@ -218,7 +237,7 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
         seed: args.seed,
         steps: args.num_inference_steps,
         guidance_scale: args.guidance_scale,
-        scheduler: kind.cli_name().to_string(),
+        scheduler: scheduler_name.clone(),
         model: args.model.pretrained_model_name_or_path.clone(),
         width,
         height,

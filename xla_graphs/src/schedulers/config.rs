@@ -107,6 +107,9 @@ pub struct SchedulerConfig {
     pub timestep_type: Option<String>,
     pub final_sigmas_type: Option<String>,
     pub use_karras_sigmas: Option<bool>,
+    /// Euler's bounds for Karras sigmas (default: the schedule's own).
+    pub sigma_min: Option<f64>,
+    pub sigma_max: Option<f64>,
     pub use_exponential_sigmas: Option<bool>,
     pub use_beta_sigmas: Option<bool>,
     pub use_lu_lambdas: Option<bool>,

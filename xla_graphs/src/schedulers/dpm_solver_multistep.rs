@@ -10,6 +10,7 @@
 
 use super::config::unsupported;
 use super::euler::train_sigmas;
+use super::karras::{karras_sigmas, sigma_to_t};
 use super::spacing::{arange, check_count, check_range, interp, linspace, round};
 use super::{
     check_state, Noise, PredictionType, Scheduler, SchedulerConfig, SchedulerError, SchedulerKind,
@@ -45,6 +46,10 @@ pub struct DPMSolverMultistepScheduler {
     final_sigma_zero: bool,
     /// The timesteps `set_timesteps` may use: `num_train_timesteps` less the clipped top.
     last_timestep: usize,
+    /// `use_karras_sigmas`: the noise levels of `karras::karras_sigmas`.
+    karras: bool,
+    /// Karras timesteps are rounded, except for the cosine (`squaredcos_cap_v2`) schedule.
+    round_timesteps: bool,
     timesteps: Vec<f64>,
     sigmas: Vec<f64>,
 }
@@ -75,13 +80,6 @@ impl DPMSolverMultistepScheduler {
             "dpmsolver++".into(),
         );
         unsupported(w, class, "thresholding", &config.thresholding, false);
-        unsupported(
-            w,
-            class,
-            "use_karras_sigmas",
-            &config.use_karras_sigmas,
-            false,
-        );
         unsupported(
             w,
             class,
@@ -141,6 +139,8 @@ impl DPMSolverMultistepScheduler {
             euler_at_final: config.euler_at_final.unwrap_or(false),
             final_sigma_zero,
             last_timestep: train - clipped,
+            karras: config.use_karras_sigmas.unwrap_or(false),
+            round_timesteps: config.noise.beta_schedule != "squaredcos_cap_v2",
             timesteps: Vec::new(),
             sigmas: Vec::new(),
         })
@@ -193,10 +193,23 @@ impl Scheduler for DPMSolverMultistepScheduler {
                 .collect(),
         };
         check_range(&timesteps, train)?;
-        let mut sigmas: Vec<f64> = timesteps
-            .iter()
-            .map(|&t| interp(t, &self.train_sigmas))
-            .collect();
+        let (timesteps, mut sigmas) = if self.karras {
+            // From the whole schedule, whatever the spacing; timesteps rounded except for the
+            // cosine schedule, as diffusers does.
+            let sigmas = karras_sigmas(self.train_sigmas[train - 1], self.train_sigmas[0], n);
+            let timesteps = sigmas
+                .iter()
+                .map(|&s| sigma_to_t(s, &self.train_sigmas))
+                .map(|t| if self.round_timesteps { round(t) } else { t })
+                .collect();
+            (timesteps, sigmas)
+        } else {
+            let sigmas = timesteps
+                .iter()
+                .map(|&t| interp(t, &self.train_sigmas))
+                .collect();
+            (timesteps, sigmas)
+        };
         sigmas.push(if self.final_sigma_zero {
             0.0
         } else {

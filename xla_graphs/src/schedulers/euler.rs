@@ -9,6 +9,7 @@
 //! schedules replace the last cumulative alpha (exactly 0) by 2^-24 so sigma stays finite.
 
 use super::config::unsupported;
+use super::karras::{karras_sigmas, sigma_to_t};
 use super::spacing::{float32_timesteps, interp};
 use super::{
     Noise, NoiseScheduleConfig, PredictionType, Scheduler, SchedulerConfig, SchedulerError,
@@ -77,8 +78,17 @@ pub struct EulerDiscreteScheduler {
     steps_offset: usize,
     prediction_type: PredictionType,
     final_sigma: f64,
+    /// `use_karras_sigmas`, with the config's bounds if it sets them.
+    karras: Option<KarrasBounds>,
     timesteps: Vec<f64>,
     sigmas: Vec<f64>,
+}
+
+/// `sigma_min` / `sigma_max` of Euler's Karras levels; unset ones are the spaced schedule's.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KarrasBounds {
+    pub sigma_min: Option<f64>,
+    pub sigma_max: Option<f64>,
 }
 
 impl EulerDiscreteScheduler {
@@ -94,13 +104,6 @@ impl EulerDiscreteScheduler {
             "interpolation_type",
             &config.interpolation_type,
             "linear".into(),
-        );
-        unsupported(
-            w,
-            class,
-            "use_karras_sigmas",
-            &config.use_karras_sigmas,
-            false,
         );
         unsupported(
             w,
@@ -133,22 +136,41 @@ impl EulerDiscreteScheduler {
             steps_offset: config.steps_offset.unwrap_or(0),
             prediction_type: config.noise.prediction_type,
             final_sigma,
+            karras: config
+                .use_karras_sigmas
+                .unwrap_or(false)
+                .then_some(KarrasBounds {
+                    sigma_min: config.sigma_min,
+                    sigma_max: config.sigma_max,
+                }),
             timesteps: Vec::new(),
             sigmas: Vec::new(),
         })
     }
 }
 
-/// Timesteps and the sigmas at them (plus `final_sigma`), as both Euler schedulers set them.
+/// Timesteps and the sigmas at them (plus `final_sigma`), as both Euler schedulers set them;
+/// with `karras`, the sigmas spaced between the spaced schedule's ends (or the given bounds)
+/// and their fractional timesteps instead.
 pub(crate) fn euler_tables(
     train_sigmas: &[f64],
     spacing: TimestepSpacing,
     n: usize,
     steps_offset: usize,
     final_sigma: f64,
+    karras: Option<KarrasBounds>,
 ) -> std::result::Result<(Vec<f64>, Vec<f64>), SchedulerError> {
-    let timesteps = float32_timesteps(spacing, train_sigmas.len(), n, steps_offset)?;
+    let mut timesteps = float32_timesteps(spacing, train_sigmas.len(), n, steps_offset)?;
     let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| interp(t, train_sigmas)).collect();
+    if let Some(b) = karras {
+        let max = b.sigma_max.unwrap_or(sigmas[0]);
+        let min = b.sigma_min.unwrap_or(sigmas[sigmas.len() - 1]);
+        sigmas = karras_sigmas(max, min, n);
+        timesteps = sigmas
+            .iter()
+            .map(|&s| sigma_to_t(s, train_sigmas))
+            .collect();
+    }
     sigmas.push(final_sigma);
     Ok((timesteps, sigmas))
 }
@@ -165,6 +187,7 @@ impl Scheduler for EulerDiscreteScheduler {
             n,
             self.steps_offset,
             self.final_sigma,
+            self.karras,
         )?;
         Ok(())
     }

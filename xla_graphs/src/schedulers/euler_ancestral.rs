@@ -63,8 +63,14 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
     }
 
     fn set_timesteps(&mut self, n: usize) -> std::result::Result<(), SchedulerError> {
-        (self.timesteps, self.sigmas) =
-            euler_tables(&self.train_sigmas, self.spacing, n, self.steps_offset, 0.0)?;
+        (self.timesteps, self.sigmas) = euler_tables(
+            &self.train_sigmas,
+            self.spacing,
+            n,
+            self.steps_offset,
+            0.0,
+            None,
+        )?;
         Ok(())
     }
 

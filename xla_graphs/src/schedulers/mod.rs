@@ -6,6 +6,7 @@ pub mod ddim;
 pub mod dpm_solver_multistep;
 pub mod euler;
 pub mod euler_ancestral;
+mod karras;
 pub mod noise_schedule;
 pub mod pndm;
 pub mod scheduler;
