@@ -18,8 +18,32 @@ const IGNORED_SUFFIXES: [&str; 1] = ["embeddings.position_ids"];
 /// One or more safetensors files of one model component, memory-mapped.
 pub struct WeightFiles {
     maps: Vec<(PathBuf, Mmap)>,
-    /// name -> (file index, dtype, shape)
-    index: BTreeMap<String, (usize, StDtype, Vec<usize>)>,
+    /// name -> (file index, dtype, shape, the name stored in the file)
+    index: BTreeMap<String, (usize, StDtype, Vec<usize>, String)>,
+}
+
+/// diffusers' pre-0.14 attention names (`AttentionBlock`, as in the VAE mid-blocks of the 2022
+/// SD 1.x/2.x uploads), read under today's names as diffusers' `_fix_state_dict_keys_on_load`
+/// does: the shapes are the same.
+const DEPRECATED_ATTENTION_NAMES: [(&str, &str); 4] = [
+    ("query", "to_q"),
+    ("key", "to_k"),
+    ("value", "to_v"),
+    ("proj_attn", "to_out.0"),
+];
+
+/// Today's name for a deprecated attention-block tensor name, if `name` is one.
+fn renamed_attention_key(name: &str) -> Option<String> {
+    let (module, param) = name.rsplit_once('.')?;
+    if param != "weight" && param != "bias" {
+        return None;
+    }
+    let (path, old) = module.rsplit_once('.')?;
+    if !(path.contains(".attentions.") || path.starts_with("attentions.")) {
+        return None;
+    }
+    let (_, new) = DEPRECATED_ATTENTION_NAMES.iter().find(|(o, _)| *o == old)?;
+    Some(format!("{path}.{new}.{param}"))
 }
 
 /// A tensor the model needs: its checkpoint name and shape.
@@ -47,9 +71,18 @@ impl WeightFiles {
                 )
             })?;
             for (name, view) in st.tensors() {
-                index.insert(name, (i, view.dtype(), view.shape().to_vec()));
+                index.insert(name.clone(), (i, view.dtype(), view.shape().to_vec(), name));
             }
             maps.push((path.clone(), map));
+        }
+        let deprecated: Vec<(String, String)> = index
+            .keys()
+            .filter_map(|k| Some((k.clone(), renamed_attention_key(k)?)))
+            .filter(|(_, new)| !index.contains_key(new))
+            .collect();
+        for (old, new) in deprecated {
+            let entry = index.remove(&old).expect("listed from the index");
+            index.insert(new, entry);
         }
         Ok(WeightFiles { maps, index })
     }
@@ -59,7 +92,7 @@ impl WeightFiles {
     }
 
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
-        self.index.get(name).map(|(_, _, s)| s.as_slice())
+        self.index.get(name).map(|(_, _, s, _)| s.as_slice())
     }
 
     /// Checks that the files hold exactly `specs` (by name and shape); the error lists the
@@ -71,7 +104,7 @@ impl WeightFiles {
         for spec in specs {
             match self.index.get(&spec.name) {
                 None => missing.push(spec.name.clone()),
-                Some((_, _, shape)) if *shape != spec.shape => misshaped.push(format!(
+                Some((_, _, shape, _)) if *shape != spec.shape => misshaped.push(format!(
                     "{} (expected {:?}, found {:?})",
                     spec.name, spec.shape, shape
                 )),
@@ -141,14 +174,14 @@ impl WeightFiles {
     }
 
     fn read_f64(&self, name: &str) -> Result<(Vec<usize>, Vec<f64>)> {
-        let (file, _, _) = self
+        let (file, _, _, stored) = self
             .index
             .get(name)
             .with_context(|| format!("tensor {name} is not in the weight files"))?;
         let (path, map) = &self.maps[*file];
         let st = SafeTensors::deserialize(map)
             .with_context(|| format!("{} changed while it was open", path.display()))?;
-        let view = st.tensor(name)?;
+        let view = st.tensor(stored)?;
         let values: Vec<f64> = decode(view.data(), view.dtype())
             .with_context(|| format!("{name} in {}", path.display()))?;
         Ok((view.shape().to_vec(), values))
@@ -309,6 +342,24 @@ pub fn component_files(dir: &Path, stem: &str, variant: Option<&str>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::lay_out;
+
+    #[test]
+    fn deprecated_attention_names_map_to_todays() {
+        use super::renamed_attention_key as r;
+        let mid = "encoder.mid_block.attentions.0";
+        assert_eq!(
+            r(&format!("{mid}.query.weight")).as_deref(),
+            Some("encoder.mid_block.attentions.0.to_q.weight")
+        );
+        assert_eq!(
+            r(&format!("{mid}.proj_attn.bias")).as_deref(),
+            Some("encoder.mid_block.attentions.0.to_out.0.bias")
+        );
+        assert_eq!(r(&format!("{mid}.group_norm.weight")), None);
+        assert_eq!(r(&format!("{mid}.to_k.weight")), None);
+        assert_eq!(r("encoder.conv_in.weight"), None);
+        assert_eq!(r("text_model.encoder.layers.0.self_attn.key.weight"), None);
+    }
 
     #[test]
     fn lay_out_moves_each_element_to_its_permuted_reversed_index() {

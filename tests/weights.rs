@@ -136,3 +136,49 @@ fn component_files_explain_variants() {
         "{err}"
     );
 }
+
+/// A VAE saved with diffusers' pre-0.14 attention names (`query`, `key`, `value`,
+/// `proj_attn`, as in the 2022 SD uploads) reads as today's checkpoint: the same names, shapes
+/// and values, so it passes the model's check.
+#[test]
+fn deprecated_vae_attention_names_read_as_todays() {
+    let vae = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tiny-sd1/vae/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&vae).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let old_name = |n: &str| {
+        n.replace(".to_q.", ".query.")
+            .replace(".to_k.", ".key.")
+            .replace(".to_v.", ".value.")
+            .replace(".to_out.0.", ".proj_attn.")
+    };
+    let tensors: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (old_name(&n), v))
+        .collect();
+    let renamed = tensors
+        .iter()
+        .filter(|(n, _)| n.contains(".query.") || n.contains(".proj_attn."))
+        .count();
+    assert!(renamed >= 4, "the fixture VAE has mid-block attention");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weights-deprecated");
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = dir.join("old.safetensors");
+    safetensors::serialize_to_file(tensors, None, &old).unwrap();
+
+    let today = WeightFiles::open(&[vae]).unwrap();
+    let legacy = WeightFiles::open(&[old]).unwrap();
+    assert_eq!(
+        today.names().collect::<Vec<_>>(),
+        legacy.names().collect::<Vec<_>>()
+    );
+    legacy.check(&specs_of(&today), "vae").unwrap();
+    for name in today.names() {
+        assert_eq!(
+            today.read_as(name, DType::F32).unwrap(),
+            legacy.read_as(name, DType::F32).unwrap(),
+            "{name}"
+        );
+    }
+}
