@@ -61,23 +61,8 @@ done
 mkdir -p "$out"
 results="$out/results-r${resolution}.jsonl"
 
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-
-# Prefixes each stderr line with the seconds since the run began and the CPU seconds (user +
-# system, all threads) the process named in the file $2 has used so far.
-stamp() {
-    local t0=$1 pidfile=$2 pid="" cpu
-    local tick
-    tick=$(getconf CLK_TCK)
-    while IFS= read -r line; do
-        [[ -z $pid && -s $pidfile ]] && pid=$(cat "$pidfile")
-        cpu=0
-        if [[ -n $pid && -r /proc/$pid/stat ]]; then
-            cpu=$(awk -v t="$tick" '{ sub(/^.*\) /, ""); print ($12 + $13) / t }' "/proc/$pid/stat")
-        fi
-        printf '%.3f %s %s\n' "$(echo "$(date +%s.%N) - $t0" | bc)" "$cpu" "$line"
-    done
-}
+# shellcheck source=scripts/bench_common.sh
+source "$root/scripts/bench_common.sh"
 
 # ti-xla's run -> one JSON line in $results.
 run_ti_xla() {
@@ -106,10 +91,7 @@ run_ti_xla() {
         --num-devices 1 --output-dir "$dir/output" --overwrite --cache-dir "$dir/compile-cache" \
         "${extra[@]}" 2> >(stamp "$t0" "$dir/pid" > "$dir/stderr.txt") > "$dir/stdout.txt" &
     local tpid=$!
-    for _ in $(seq 50); do
-        pgrep -P "$tpid" -x ti-xla > "$dir/pid" && break
-        sleep 0.1
-    done
+    find_ti_xla_pid "$tpid" "$dir/pid"
     wait "$tpid"
     sleep 1
     local plugin_desc
