@@ -18,8 +18,17 @@ const IGNORED_SUFFIXES: [&str; 1] = ["embeddings.position_ids"];
 /// One or more safetensors files of one model component, memory-mapped.
 pub struct WeightFiles {
     maps: Vec<(PathBuf, Mmap)>,
-    /// name -> (file index, dtype, shape, the name stored in the file)
-    index: BTreeMap<String, (usize, StDtype, Vec<usize>, String)>,
+    /// name -> where its tensor lies
+    index: BTreeMap<String, Entry>,
+}
+
+/// One tensor of the mapped files.
+struct Entry {
+    file: usize,
+    dtype: StDtype,
+    shape: Vec<usize>,
+    /// Its bytes within the file's map (found once, at open).
+    bytes: std::ops::Range<usize>,
 }
 
 /// diffusers' pre-0.14 attention names (`AttentionBlock`, as in the VAE mid-blocks of the 2022
@@ -71,7 +80,14 @@ impl WeightFiles {
                 )
             })?;
             for (name, view) in st.tensors() {
-                index.insert(name.clone(), (i, view.dtype(), view.shape().to_vec(), name));
+                let start = view.data().as_ptr() as usize - map.as_ptr() as usize;
+                let entry = Entry {
+                    file: i,
+                    dtype: view.dtype(),
+                    shape: view.shape().to_vec(),
+                    bytes: start..start + view.data().len(),
+                };
+                index.insert(name, entry);
             }
             maps.push((path.clone(), map));
         }
@@ -92,7 +108,7 @@ impl WeightFiles {
     }
 
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
-        self.index.get(name).map(|(_, _, s, _)| s.as_slice())
+        self.index.get(name).map(|e| e.shape.as_slice())
     }
 
     /// Checks that the files hold exactly `specs` (by name and shape); the error lists the
@@ -104,9 +120,9 @@ impl WeightFiles {
         for spec in specs {
             match self.index.get(&spec.name) {
                 None => missing.push(spec.name.clone()),
-                Some((_, _, shape, _)) if *shape != spec.shape => misshaped.push(format!(
+                Some(e) if e.shape != spec.shape => misshaped.push(format!(
                     "{} (expected {:?}, found {:?})",
-                    spec.name, spec.shape, shape
+                    spec.name, spec.shape, e.shape
                 )),
                 Some(_) => {}
             }
@@ -150,7 +166,9 @@ impl WeightFiles {
 
     /// The tensor's elements converted to `dtype` (f32, bf16, f16 or f64), as little-endian bytes.
     pub fn read_as(&self, name: &str, dtype: DType) -> Result<Vec<u8>> {
-        encode(&self.read_f64(name)?.1, dtype)
+        let rank = self.shape(name).map_or(0, <[usize]>::len);
+        let identity: Vec<usize> = (0..rank).collect();
+        self.read_laid_out(name, dtype, &identity, &[])
     }
 
     /// `read_as` of the tensor rearranged: transposed so that dimension `i` of the result is
@@ -163,42 +181,91 @@ impl WeightFiles {
         permutation: &[usize],
         reversed: &[usize],
     ) -> Result<Vec<u8>> {
-        let (dims, values) = self.read_f64(name)?;
+        let entry = self
+            .index
+            .get(name)
+            .with_context(|| format!("tensor {name} is not in the weight files"))?;
+        let (path, map) = &self.maps[entry.file];
+        let data = &map[entry.bytes.clone()];
+        let dims = entry.shape.as_slice();
         if permutation.len() != dims.len() || reversed.iter().any(|&d| d >= dims.len()) {
             bail!(
                 "{name} has {} dimensions; cannot lay it out by {permutation:?}, reversing {reversed:?}",
                 dims.len()
             );
         }
-        encode(&lay_out(&values, &dims, permutation, reversed), dtype)
+        let identity = reversed.is_empty() && permutation.iter().enumerate().all(|(i, &p)| i == p);
+        // Stored as wanted: move the bytes (a weight file is mostly this), else convert.
+        if stored_as(entry.dtype) == Some(dtype) {
+            return Ok(if identity {
+                data.to_vec()
+            } else {
+                match dtype.size_in_bytes() {
+                    2 => lay_out_bytes::<2>(data, dims, permutation, reversed),
+                    4 => lay_out_bytes::<4>(data, dims, permutation, reversed),
+                    _ => lay_out_bytes::<8>(data, dims, permutation, reversed),
+                }
+            });
+        }
+        let values: Vec<f64> =
+            decode(data, entry.dtype).with_context(|| format!("{name} in {}", path.display()))?;
+        if identity {
+            encode(&values, dtype)
+        } else {
+            encode(&lay_out(&values, dims, permutation, reversed), dtype)
+        }
     }
+}
 
-    fn read_f64(&self, name: &str) -> Result<(Vec<usize>, Vec<f64>)> {
-        let (file, _, _, stored) = self
-            .index
-            .get(name)
-            .with_context(|| format!("tensor {name} is not in the weight files"))?;
-        let (path, map) = &self.maps[*file];
-        let st = SafeTensors::deserialize(map)
-            .with_context(|| format!("{} changed while it was open", path.display()))?;
-        let view = st.tensor(stored)?;
-        let values: Vec<f64> = decode(view.data(), view.dtype())
-            .with_context(|| format!("{name} in {}", path.display()))?;
-        Ok((view.shape().to_vec(), values))
+/// The dtype a stored tensor already is, among those weights are computed in.
+fn stored_as(dtype: StDtype) -> Option<DType> {
+    match dtype {
+        StDtype::F32 => Some(DType::F32),
+        StDtype::F16 => Some(DType::F16),
+        StDtype::BF16 => Some(DType::BF16),
+        StDtype::F64 => Some(DType::F64),
+        _ => None,
     }
+}
+
+/// `lay_out` on little-endian elements of `N` bytes, moved without conversion.
+fn lay_out_bytes<const N: usize>(
+    data: &[u8],
+    dims: &[usize],
+    permutation: &[usize],
+    reversed: &[usize],
+) -> Vec<u8> {
+    let (elements, _) = data.as_chunks::<N>();
+    lay_out(elements, dims, permutation, reversed)
+        .as_flattened()
+        .to_vec()
 }
 
 /// Row-major `values` of shape `dims` transposed so that result dimension `i` is dimension
 /// `permutation[i]` (numpy's `transpose(permutation)`), then flipped along the result
 /// dimensions in `reversed` (numpy's `flip`).
-fn lay_out(values: &[f64], dims: &[usize], permutation: &[usize], reversed: &[usize]) -> Vec<f64> {
+fn lay_out<T: Copy>(
+    values: &[T],
+    dims: &[usize],
+    permutation: &[usize],
+    reversed: &[usize],
+) -> Vec<T> {
+    if dims.len() < 2 {
+        // As a [1, n] tensor, so that the result always has a last pair of dimensions.
+        let dims: Vec<usize> = std::iter::once(1).chain(dims.iter().copied()).collect();
+        let permutation: Vec<usize> = std::iter::once(0)
+            .chain(permutation.iter().map(|p| p + 1))
+            .collect();
+        let reversed: Vec<usize> = reversed.iter().map(|r| r + 1).collect();
+        return lay_out(values, &dims, &permutation, &reversed);
+    }
     let rank = dims.len();
     let mut strides = vec![1isize; rank];
-    for i in (0..rank.saturating_sub(1)).rev() {
+    for i in (0..rank - 1).rev() {
         strides[i] = strides[i + 1] * dims[i + 1] as isize;
     }
-    // Walk the result in order, keeping the source offset of the current element; a reversed
-    // dimension starts at its last index and steps backwards.
+    // The source offset and step of each result dimension; a reversed dimension starts at its
+    // last index and steps backwards.
     let out_dims: Vec<usize> = permutation.iter().map(|&p| dims[p]).collect();
     let mut steps: Vec<isize> = permutation.iter().map(|&p| strides[p]).collect();
     let mut offset = 0isize;
@@ -206,11 +273,31 @@ fn lay_out(values: &[f64], dims: &[usize], permutation: &[usize], reversed: &[us
         offset += steps[d] * (out_dims[d] as isize - 1);
         steps[d] = -steps[d];
     }
-    let mut out = Vec::with_capacity(values.len());
-    let mut index = vec![0usize; rank];
-    for _ in 0..values.len() {
-        out.push(values[offset as usize]);
-        for d in (0..rank).rev() {
+    let (na, nb) = (out_dims[rank - 2], out_dims[rank - 1]);
+    let (sa, sb) = (steps[rank - 2], steps[rank - 1]);
+    let plane = na * nb;
+    if plane == 0 || values.is_empty() {
+        return values.to_vec();
+    }
+    // The last two result dimensions are copied in square tiles: a kernel's output channels
+    // are far apart in the source, and a tile reuses each source cache line for a whole row.
+    const TILE: usize = 32;
+    let mut out = vec![values[0]; values.len()];
+    let mut index = vec![0usize; rank - 2];
+    for p in 0..values.len() / plane {
+        let base = p * plane;
+        for a0 in (0..na).step_by(TILE) {
+            for b0 in (0..nb).step_by(TILE) {
+                for a in a0..(a0 + TILE).min(na) {
+                    let src = offset + a as isize * sa;
+                    let row = &mut out[base + a * nb..base + (a + 1) * nb];
+                    for b in b0..(b0 + TILE).min(nb) {
+                        row[b] = values[(src + b as isize * sb) as usize];
+                    }
+                }
+            }
+        }
+        for d in (0..rank - 2).rev() {
             index[d] += 1;
             offset += steps[d];
             if index[d] < out_dims[d] {
@@ -389,6 +476,11 @@ mod tests {
         }
         assert_eq!(lay_out(&values, &dims, &[0, 1, 2, 3], &[]), values);
         assert_eq!(lay_out(&[7.0], &[], &[], &[]), vec![7.0]);
+        assert_eq!(lay_out(&[1, 2, 3], &[3], &[0], &[0]), vec![3, 2, 1]);
+        // Larger than a tile in both of the last two dimensions: [70, 40] -> its transpose.
+        let m: Vec<usize> = (0..2800).collect();
+        let t = lay_out(&m, &[70, 40], &[1, 0], &[]);
+        assert!((0..40).all(|c| (0..70).all(|r| t[c * 70 + r] == r * 40 + c)));
         // The input gradient's kernel: [h, w, o, i] = (o, i, 3-h, 4-w).
         let out = lay_out(&values, &dims, &[2, 3, 0, 1], &[0, 1]);
         let mut k = 0;
