@@ -12,31 +12,21 @@ use ti_xla::full_pipeline::{save_full_pipeline, LearnedTokens};
 use ti_xla::generate::embeddings::{add_to_tokenizer, expand_prompt, read_embedding};
 use ti_xla::tokenizer::ClipTokenizer;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod scratch;
+use scratch::{compile_cache, empty_dir, fixture};
 
 fn model() -> PathBuf {
-    root().join("tests/fixtures/tiny-sd1")
+    fixture("tiny-sd1")
 }
 
-fn temp(name: &str) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(env!("CARGO_CRATE_NAME"))
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// `ti-xla generate` writing into `out`, with a compile cache shared by this binary's runs.
+/// `ti-xla generate` writing into `out`, with the tests' shared compile cache.
 fn command(out: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ti-xla"));
     cmd.arg("generate")
         .arg("--output-dir")
         .arg(out)
         .arg("--cache-dir")
-        .arg(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"));
+        .arg(compile_cache());
     cmd
 }
 
@@ -93,7 +83,7 @@ fn text_chunks(path: &Path) -> HashMap<String, String> {
 
 #[test]
 fn same_seed_same_pngs_on_any_device_count() {
-    let (one, two, four) = (temp("one"), temp("two"), temp("four"));
+    let (one, two, four) = (empty_dir("one"), empty_dir("two"), empty_dir("four"));
     ok(&generate(&one, &["--num-samples", "4"]));
     // Three samples on two devices: one padded slot, dropped.
     ok(&generate(
@@ -154,7 +144,7 @@ fn images(path: &Path, name: &str) -> Vec<f32> {
 /// its tokenizer gives diffusers' images for the embedding file (the parity fixture's case).
 #[test]
 fn a_saved_full_pipeline_generates_as_its_embedding_file() {
-    let dir = temp("full");
+    let dir = empty_dir("full");
     let pipeline = dir.join("pipeline");
     let reference = model().join("reference/generate.safetensors");
     let e = read_embedding(&model().join("reference/learned_embeds.safetensors"), None).unwrap();
@@ -247,7 +237,7 @@ fn write_embeds(
 
 #[test]
 fn embedding_files_of_each_format_load() {
-    let dir = temp("formats");
+    let dir = empty_dir("formats");
     let tokenizer = || ClipTokenizer::from_dir(model().join("tokenizer")).unwrap();
     let (vocab, hidden) = (49408, 16);
     // (file stem, tensor key, shape, metadata name, expected token, vectors)
@@ -325,7 +315,7 @@ fn embedding_files_of_each_format_load() {
 
 #[test]
 fn bad_embedding_files_fail_with_one_line() {
-    let dir = temp("bad");
+    let dir = empty_dir("bad");
     let out = dir.join("out");
     let wrong = dir.join("sd2.safetensors");
     write_embeds(&wrong, &[("<wide>", vec![1, 1024])], None);
@@ -362,7 +352,7 @@ fn bad_embedding_files_fail_with_one_line() {
 /// against diffusers in tests/schedulers.rs.
 #[test]
 fn karras_sigmas_are_a_dpm_and_euler_option() {
-    let dir = temp("karras");
+    let dir = empty_dir("karras");
     let plain = dir.join("plain");
     let karras = dir.join("karras");
     for (out, extra) in [(&plain, &[][..]), (&karras, &["--karras-sigmas"][..])] {

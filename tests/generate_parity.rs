@@ -4,26 +4,16 @@
 //! References: tests/fixtures/<model>/reference/generate.safetensors, made by
 //! scripts/make_generate_fixtures.py.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use safetensors::SafeTensors;
 use serde_json::Value;
 
+mod scratch;
+use scratch::{compile_cache, fixture, fresh_dir};
+
 const SCHEDULERS: [&str; 5] = ["pndm", "ddim", "euler", "euler-ancestral", "dpmpp-2m"];
 const TOLERANCE: f64 = 1e-3;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(env!("CARGO_CRATE_NAME"))
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 fn floats(st: &SafeTensors, name: &str) -> Vec<f32> {
     st.tensor(name)
@@ -36,13 +26,13 @@ fn floats(st: &SafeTensors, name: &str) -> Vec<f32> {
 
 /// Runs every case of one model and returns (case, scheduler, max abs error) rows.
 fn compare_model(model: &str) -> Vec<(String, String, f64)> {
-    let model_dir = root().join("tests/fixtures").join(model);
+    let model_dir = fixture(model);
     let reference = model_dir.join("reference/generate.safetensors");
     let bytes = std::fs::read(&reference).unwrap();
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta: Value = serde_json::from_str(&meta.metadata().as_ref().unwrap()["cases"]).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let out = temp(model);
+    let out = fresh_dir(model);
     let mut rows = Vec::new();
     for (case, prompts) in meta["cases"].as_object().unwrap() {
         for scheduler in SCHEDULERS {
@@ -63,7 +53,7 @@ fn compare_model(model: &str) -> Vec<(String, String, f64)> {
                 .arg("--output-dir")
                 .arg(out.join(format!("{case}-{scheduler}")))
                 .arg("--cache-dir")
-                .arg(cache_dir());
+                .arg(compile_cache());
             let negative = prompts["negative_prompt"].as_str().unwrap();
             if !negative.is_empty() {
                 cmd.args(["--negative-prompt", negative]);
@@ -95,11 +85,6 @@ fn compare_model(model: &str) -> Vec<(String, String, f64)> {
         eprintln!("{model} {case:5} {scheduler:15} max |image - diffusers| = {err:.2e}");
     }
     rows
-}
-
-/// A compile cache shared by this test binary's runs: each case's programs compile once.
-fn cache_dir() -> PathBuf {
-    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache")
 }
 
 fn check(model: &str) {

@@ -2,31 +2,17 @@
 //! the saved file's structure, a lower evaluation loss after training, resume bit for bit,
 //! 4 devices equal to 1, and one-line errors for bad input that leave no output behind.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use safetensors::SafeTensors;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(env!("CARGO_CRATE_NAME"))
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-/// A compile cache shared by this test binary's runs, so identical programs compile once.
-fn cache_dir() -> PathBuf {
-    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache")
-}
+mod scratch;
+use scratch::{compile_cache, fixture, fresh_dir};
 
 fn train(out: &Path, extra: &[&str]) -> std::process::Output {
-    let model = root().join("tests/fixtures/tiny-sd1");
-    let images = root().join("tests/fixtures/sample-images");
+    let model = fixture("tiny-sd1");
+    let images = fixture("sample-images");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ti-xla"));
     cmd.args(["train", "--pretrained_model_name_or_path"])
         .arg(&model)
@@ -51,7 +37,7 @@ fn train(out: &Path, extra: &[&str]) -> std::process::Output {
         .arg("--output_dir")
         .arg(out)
         .arg("--cache-dir")
-        .arg(cache_dir())
+        .arg(compile_cache())
         .args(extra);
     cmd.output().expect("run ti-xla")
 }
@@ -91,7 +77,7 @@ fn losses(out: &Path) -> Vec<f64> {
 
 #[test]
 fn resume_continues_bit_for_bit() {
-    let (straight, split) = (temp("straight"), temp("split"));
+    let (straight, split) = (fresh_dir("straight"), fresh_dir("split"));
     ok(&train(
         &straight,
         &[
@@ -158,7 +144,7 @@ fn resume_continues_bit_for_bit() {
 
 #[test]
 fn four_devices_equal_one_device_with_the_whole_batch() {
-    let (one, four) = (temp("one"), temp("four"));
+    let (one, four) = (fresh_dir("one"), fresh_dir("four"));
     ok(&train(
         &one,
         &[
@@ -205,7 +191,7 @@ fn four_devices_equal_one_device_with_the_whole_batch() {
 
 #[test]
 fn saved_embedding_has_the_reference_structure() {
-    let out = temp("structure");
+    let out = fresh_dir("structure");
     let run = train(
         &out,
         &[
@@ -272,10 +258,10 @@ fn expect_one_line_error(
 ) {
     let model = model
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| root().join("tests/fixtures/tiny-sd1"));
+        .unwrap_or_else(|| fixture("tiny-sd1"));
     let images = images
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| root().join("tests/fixtures/sample-images"));
+        .unwrap_or_else(|| fixture("sample-images"));
     let run = Command::new(env!("CARGO_BIN_EXE_ti-xla"))
         .args(["train", "--pretrained-model-name-or-path"])
         .arg(&model)
@@ -305,23 +291,19 @@ fn expect_one_line_error(
 
 #[test]
 fn bad_input_gives_one_line_errors_and_no_outputs() {
-    let out = temp("bad");
+    let out = fresh_dir("bad");
     let token = [
         "--placeholder-token",
         "<cat-toy>",
         "--initializer-token",
         "toy",
     ];
-    let empty = temp("empty-images");
+    let empty = fresh_dir("empty-images");
     std::fs::create_dir_all(&empty).unwrap();
     expect_one_line_error(&out, &token, Some(&empty), None, "no training images");
-    let corrupt = temp("corrupt-images");
+    let corrupt = fresh_dir("corrupt-images");
     std::fs::create_dir_all(&corrupt).unwrap();
-    std::fs::copy(
-        root().join("tests/fixtures/data/corrupt.jpg"),
-        corrupt.join("broken.jpg"),
-    )
-    .unwrap();
+    std::fs::copy(fixture("data/corrupt.jpg"), corrupt.join("broken.jpg")).unwrap();
     expect_one_line_error(&out, &token, Some(&corrupt), None, "broken.jpg");
     expect_one_line_error(
         &out,
@@ -346,7 +328,7 @@ fn bad_input_gives_one_line_errors_and_no_outputs() {
         &out,
         &token,
         None,
-        Some(&temp("no-model")),
+        Some(&fresh_dir("no-model")),
         "does not exist",
     );
     for d in [empty, corrupt] {
@@ -366,10 +348,9 @@ fn eval_loss(row: &[f32]) -> f64 {
     use ti_xla::train::step::CompiledStep;
     use xla_graphs::programs::train_step::{LatentSource, TrainStepConfig};
 
-    let model = root().join("tests/fixtures/tiny-sd1");
+    let model = fixture("tiny-sd1");
     let folder = ModelFolder::open(model.to_str().unwrap(), None, None).unwrap();
-    let (images, _) =
-        TrainImages::load(&root().join("tests/fixtures/sample-images"), 16, false).unwrap();
+    let (images, _) = TrainImages::load(&fixture("sample-images"), 16, false).unwrap();
     let repeats = 4;
     let b = images.len() * repeats;
     let config = TrainStepConfig {
@@ -444,7 +425,7 @@ fn eval_loss(row: &[f32]) -> f64 {
 
 #[test]
 fn training_lowers_a_fixed_evaluation_loss() {
-    let out = temp("eval");
+    let out = fresh_dir("eval");
     ok(&train(
         &out,
         &[
@@ -460,10 +441,9 @@ fn training_lowers_a_fixed_evaluation_loss() {
     ));
     let (_, trained) = embedding(&out.join("learned_embeds.safetensors"));
     // The starting row is the initializer's ("toy"), as the trainer sets it.
-    let files = ti_xla::weights::WeightFiles::open(&[
-        root().join("tests/fixtures/tiny-sd1/text_encoder/model.safetensors")
-    ])
-    .unwrap();
+    let files =
+        ti_xla::weights::WeightFiles::open(&[fixture("tiny-sd1/text_encoder/model.safetensors")])
+            .unwrap();
     let table = files
         .read_as(
             "text_model.embeddings.token_embedding.weight",
@@ -486,7 +466,7 @@ fn training_lowers_a_fixed_evaluation_loss() {
 
 #[test]
 fn full_pipeline_differs_from_the_base_model_only_in_the_new_rows() {
-    let out = temp("pipeline");
+    let out = fresh_dir("pipeline");
     ok(&train(
         &out,
         &[
@@ -501,7 +481,7 @@ fn full_pipeline_differs_from_the_base_model_only_in_the_new_rows() {
             "--save_as_full_pipeline",
         ],
     ));
-    let base = root().join("tests/fixtures/tiny-sd1");
+    let base = fixture("tiny-sd1");
     for file in [
         "unet/diffusion_pytorch_model.safetensors",
         "vae/diffusion_pytorch_model.safetensors",

@@ -3,23 +3,14 @@
 //! that step's saved embedding (DPM-Solver++ 2M, 25 steps, the run's seed), changing as the rows
 //! learn.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(env!("CARGO_CRATE_NAME"))
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+mod scratch;
+use scratch::{compile_cache, fixture, fresh_dir};
 
 fn ti_xla(args: &[&str]) -> Output {
-    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache");
+    let cache = compile_cache();
     Command::new(env!("CARGO_BIN_EXE_ti-xla"))
         .args(args)
         .arg("--cache-dir")
@@ -45,12 +36,9 @@ fn pixels(path: &Path) -> Vec<u8> {
 
 #[test]
 fn validation_images_are_generate_with_the_current_rows() {
-    let (out, generated) = (temp("run"), temp("generate"));
-    let model = root().join("tests/fixtures/tiny-sd1");
-    let (model, images) = (
-        model.to_str().unwrap(),
-        root().join("tests/fixtures/sample-images"),
-    );
+    let (out, generated) = (fresh_dir("run"), fresh_dir("generate"));
+    let model = fixture("tiny-sd1");
+    let (model, images) = (model.to_str().unwrap(), fixture("sample-images"));
     let prompt = "a photo of <cat-toy>";
     ok(&ti_xla(&[
         "train",

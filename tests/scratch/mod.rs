@@ -1,0 +1,35 @@
+//! Where the command-line tests find fixtures and put their files: Cargo's scratch folder for
+//! integration tests (`target/tmp`), never /tmp, with one compile cache every test binary
+//! shares, so identical programs compile once per checkout.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// `tests/fixtures/<rel>`.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+/// This test binary's folder `name`, emptied (not created: commands must create their output
+/// folders themselves).
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(env!("CARGO_CRATE_NAME"))
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The compile cache the tests pass as `--cache-dir`.
+pub fn compile_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache")
+}
+
+/// `fresh_dir`, created.
+pub fn empty_dir(name: &str) -> PathBuf {
+    let dir = fresh_dir(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
