@@ -13,7 +13,7 @@ use ti_xla::generate::embeddings::{add_to_tokenizer, expand_prompt, read_embeddi
 use ti_xla::tokenizer::ClipTokenizer;
 
 mod scratch;
-use scratch::{compile_cache, empty_dir, fixture};
+use scratch::{compile_cache, empty_dir, fixture, ok};
 
 fn model() -> PathBuf {
     fixture("tiny-sd1")
@@ -46,14 +46,6 @@ fn generate(out: &Path, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .expect("run ti-xla")
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "ti-xla failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn one_line_error(out: &Output, needle: &str) {

@@ -8,7 +8,7 @@ use std::process::Command;
 use safetensors::SafeTensors;
 
 mod scratch;
-use scratch::{compile_cache, fixture, fresh_dir};
+use scratch::{compile_cache, fixture, fresh_dir, ok};
 
 fn train(out: &Path, extra: &[&str]) -> std::process::Output {
     let model = fixture("tiny-sd1");
@@ -40,14 +40,6 @@ fn train(out: &Path, extra: &[&str]) -> std::process::Output {
         .arg(compile_cache())
         .args(extra);
     cmd.output().expect("run ti-xla")
-}
-
-fn ok(out: &std::process::Output) {
-    assert!(
-        out.status.success(),
-        "ti-xla failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn embedding(path: &Path) -> (Vec<usize>, Vec<f32>) {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 mod scratch;
-use scratch::{compile_cache, fixture, fresh_dir};
+use scratch::{compile_cache, fixture, fresh_dir, ok};
 
 fn ti_xla(args: &[&str]) -> Output {
     let cache = compile_cache();
@@ -17,14 +17,6 @@ fn ti_xla(args: &[&str]) -> Output {
         .arg(cache)
         .output()
         .expect("run ti-xla")
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "ti-xla failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn pixels(path: &Path) -> Vec<u8> {

@@ -1,9 +1,10 @@
-//! Where the command-line tests find fixtures and put their files: Cargo's scratch folder for
-//! integration tests (`target/tmp`), never /tmp, with one compile cache every test binary
-//! shares, so identical programs compile once per checkout.
+//! What the command-line tests share: where they find fixtures and put their files (Cargo's
+//! scratch folder for integration tests, `target/tmp`, never /tmp), one compile cache every
+//! test binary uses, so identical programs compile once per checkout, and the success check.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 /// `tests/fixtures/<rel>`.
 pub fn fixture(rel: &str) -> PathBuf {
@@ -32,4 +33,13 @@ pub fn empty_dir(name: &str) -> PathBuf {
     let dir = fresh_dir(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Asserts that a `ti-xla` run succeeded, showing its stderr if not.
+pub fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "ti-xla failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
