@@ -14,8 +14,8 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use ti_xla::device::{find_plugin, DeviceKind};
 use ti_xla::pjrt::{Client, CompileOptions, NamedValue, Plugin};
+use ti_xla::runtime::device::{find_plugin, DeviceKind};
 use xla_graphs::{ConvDimensionNumbers, Convolution, DType, Graph, Shape};
 
 /// Convolutions per program: enough that the per-run overhead is negligible.

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use ti_xla::device::{find_plugin, DeviceKind};
 use ti_xla::pjrt::{Client, CompileOptions, DeviceBuffer, NamedValue, Plugin};
+use ti_xla::runtime::device::{find_plugin, DeviceKind};
 use xla_graphs::models::params::{ParamKind, ParamSpec, Params};
 use xla_graphs::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use xla_graphs::{DType, Graph, Shape};

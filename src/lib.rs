@@ -1,21 +1,23 @@
-//! ti-xla: Textual Inversion for Stable Diffusion on XLA. The library holds the host side
-//! (plugins and devices, files, data, the training loop); graph code lives in `xla_graphs`.
+//! ti-xla: Textual Inversion for Stable Diffusion on XLA. The library holds the host side;
+//! graph code lives in `xla_graphs`.
+//!
+//! - `pjrt`: the only unsafe code, a thin binding of the PJRT C API;
+//! - `runtime`: devices, weights on the devices, and compiled programs run with typed inputs;
+//! - `model`: a diffusers model folder, its components, tokenizer and learned embeddings;
+//! - `io`: the file formats (safetensors weights and tensors, embeddings, pickles, atomic writes);
+//! - `data`: training images and captions;
+//! - `sampling`: the image pipeline `generate` and validation share;
+//! - `train`, `generate`, `cli`: the commands.
 
-pub mod atomic_file;
 pub mod cli;
 pub mod data;
-pub mod device;
-pub mod export;
-pub mod full_pipeline;
 pub mod generate;
-pub mod hub;
-pub mod model_folder;
-pub mod model_weights;
+pub mod io;
+pub mod model;
 pub mod pjrt;
 pub mod rng;
-pub mod tensor_file;
+pub mod runtime;
+pub mod sampling;
 #[doc(hidden)]
 pub mod testing;
-pub mod tokenizer;
 pub mod train;
-pub mod weights;

@@ -1,7 +1,7 @@
 //! Helpers for the integration tests: the CPU client CI installs, found the way users find it.
 
-use crate::device::{find_plugin, DeviceKind};
 use crate::pjrt::{Client, NamedValue, Plugin};
+use crate::runtime::device::{find_plugin, DeviceKind};
 
 /// A client on the CPU plugin that `scripts/install-plugin.sh cpu` installs, with `devices`
 /// CPU devices and no compile cache. Fails (never skips) with the install command when absent.

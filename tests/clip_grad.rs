@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use ti_xla::model_folder::ModelFolder;
-use ti_xla::model_weights::DeviceWeights;
+use ti_xla::io::tensor_file::TensorFile;
+use ti_xla::io::weights::{component_files, WeightFiles};
+use ti_xla::model::folder::ModelFolder;
 use ti_xla::pjrt::{CompileOptions, DeviceBuffer};
-use ti_xla::tensor_file::TensorFile;
-use ti_xla::weights::{component_files, WeightFiles};
+use ti_xla::runtime::device_weights::DeviceWeights;
 use xla_graphs::models::clip::CLIPTextModel;
 use xla_graphs::models::params::Params;
 use xla_graphs::{value_and_grad, DType, Graph, Shape};

@@ -6,11 +6,11 @@ mod parity;
 
 use parity::{compare, fixture, forward, scratch};
 
-use ti_xla::model_folder::ModelFolder;
-use ti_xla::model_weights::DeviceWeights;
+use ti_xla::io::tensor_file::{write_f32_atomic, F32Tensor, TensorFile};
+use ti_xla::io::weights::{component_files, WeightFiles};
+use ti_xla::model::folder::ModelFolder;
 use ti_xla::pjrt::CompileOptions;
-use ti_xla::tensor_file::{write_f32_atomic, F32Tensor, TensorFile};
-use ti_xla::weights::{component_files, WeightFiles};
+use ti_xla::runtime::device_weights::DeviceWeights;
 use xla_graphs::models::clip::CLIPTextModel;
 use xla_graphs::models::params::Params;
 use xla_graphs::{DType, Graph, Shape};

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use safetensors::SafeTensors;
-use ti_xla::full_pipeline::{save_full_pipeline, LearnedTokens};
-use ti_xla::generate::embeddings::{add_to_tokenizer, expand_prompt, read_embedding};
-use ti_xla::tokenizer::ClipTokenizer;
+use ti_xla::model::embeddings::{add_to_tokenizer, expand_prompt, read_embedding};
+use ti_xla::model::full_pipeline::{save_full_pipeline, LearnedTokens};
+use ti_xla::model::tokenizer::ClipTokenizer;
 
 mod scratch;
 use scratch::{compile_cache, empty_dir, fixture, ok};

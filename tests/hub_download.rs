@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
-use ti_xla::full_pipeline::{save_full_pipeline, LearnedTokens};
-use ti_xla::model_folder::ModelFolder;
-use ti_xla::weights::{component_files, WeightFiles};
+use ti_xla::io::weights::{component_files, WeightFiles};
+use ti_xla::model::folder::ModelFolder;
+use ti_xla::model::full_pipeline::{save_full_pipeline, LearnedTokens};
 
 const MAIN: &str = "1111111111111111111111111111111111111111";
 const V1: &str = "2222222222222222222222222222222222222222";

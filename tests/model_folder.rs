@@ -1,6 +1,6 @@
 //! Model folders: local fixtures parse into typed configs; bad paths explain themselves.
 
-use ti_xla::model_folder::ModelFolder;
+use ti_xla::model::folder::ModelFolder;
 use xla_graphs::models::config_value::PerBlock;
 
 fn fixture(name: &str) -> String {

@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use ti_xla::model_weights::{weight_specs, DeviceWeights};
+use ti_xla::io::tensor_file::{write_f32_atomic, F32Tensor};
+use ti_xla::io::weights::WeightFiles;
 use ti_xla::pjrt::CompileOptions;
-use ti_xla::tensor_file::{write_f32_atomic, F32Tensor};
-use ti_xla::weights::WeightFiles;
+use ti_xla::runtime::device_weights::{weight_specs, DeviceWeights};
 use xla_graphs::models::params::Params;
 use xla_graphs::{DType, Graph, Shape};
 

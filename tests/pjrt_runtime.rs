@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use half::{bf16, f16};
-use ti_xla::device::{find_plugin, DeviceKind};
 use ti_xla::pjrt::{CacheOutcome, Client, CompileCache, CompileOptions, PjrtError, Plugin};
+use ti_xla::runtime::device::{find_plugin, DeviceKind};
 use ti_xla::testing::cpu_client;
 
 /// Deterministic values in [-1, 1) away from zero, so no product or sum is trivially zero.

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use ti_xla::tokenizer::{placeholder_token_names, ClipTokenizer};
+use ti_xla::model::tokenizer::{placeholder_token_names, ClipTokenizer};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

@@ -331,14 +331,15 @@ fn bad_input_gives_one_line_errors_and_no_outputs() {
 /// The loss of the step program on a fixed batch (every sample image, fixed latent noise,
 /// diffusion noise and timesteps) with the given placeholder row.
 fn eval_loss(row: &[f32]) -> f64 {
-    use std::collections::HashMap;
     use ti_xla::data::dataset::{Sample, TrainImages};
-    use ti_xla::model_folder::ModelFolder;
+    use ti_xla::model::folder::ModelFolder;
+    use ti_xla::model::tokenizer::ClipTokenizer;
     use ti_xla::pjrt::DeviceBuffer;
     use ti_xla::rng::Key;
-    use ti_xla::tokenizer::ClipTokenizer;
-    use ti_xla::train::step::CompiledStep;
-    use xla_graphs::programs::train_step::{LatentSource, TrainStepConfig};
+    use ti_xla::train::step::compile_step;
+    use xla_graphs::programs::train_step::{
+        LatentSource, RowState, TrainStepConfig, TrainStepInputs,
+    };
 
     let model = fixture("tiny-sd1");
     let folder = ModelFolder::open(model.to_str().unwrap(), None, None).unwrap();
@@ -363,7 +364,7 @@ fn eval_loss(row: &[f32]) -> f64 {
         reversed_kernels: true,
     };
     let client = ti_xla::testing::cpu_client(1).unwrap();
-    let step = CompiledStep::new(&client, &folder, config).unwrap();
+    let step = compile_step(&client, &folder, &config).unwrap();
     let mut tok = ClipTokenizer::from_dir(folder.component("tokenizer")).unwrap();
     tok.add_placeholder_tokens("<cat-toy>", 1).unwrap();
     let samples: Vec<Sample> = (0..b)
@@ -390,29 +391,39 @@ fn eval_loss(row: &[f32]) -> f64 {
     );
     let t: Vec<i32> = (0..b as i32).map(|i| 50 + 60 * i).collect();
     let up = |v: &[f32], dims: &[i64]| client.buffer_from_host(v, dims, 0).unwrap();
-    let bufs: Vec<(&str, DeviceBuffer)> = vec![
-        ("pixel_values", up(&px, &[b as i64, 3, 16, 16])),
-        (
-            "input_ids",
-            client.buffer_from_host(&ids, &[b as i64, 77], 0).unwrap(),
-        ),
-        ("latent_eps", up(&eps, &[b as i64, 4, 8, 8])),
-        ("noise", up(&noise, &[b as i64, 4, 8, 8])),
-        (
-            "timesteps",
-            client.buffer_from_host(&t, &[b as i64], 0).unwrap(),
-        ),
-        ("rows", up(row, &[1, 16])),
-        ("exp_avg", up(&[0.0; 16], &[1, 16])),
-        ("exp_avg_sq", up(&[0.0; 16], &[1, 16])),
-        ("grad_acc", up(&[0.0; 16], &[1, 16])),
-        ("lr", up(&[0.0], &[])),
-        ("step", up(&[1.0], &[])),
-        ("apply", up(&[0.0], &[])),
-    ];
-    let named: HashMap<&str, &DeviceBuffer> = bufs.iter().map(|(k, v)| (*k, v)).collect();
-    let out = step.run(&[named]).unwrap().remove(0);
-    out[4].to_vec::<f32>().unwrap()[0] as f64
+    let ints = |v: &[i32], dims: &[i64]| client.buffer_from_host(v, dims, 0).unwrap();
+    let pixel_values = up(&px, &[b as i64, 3, 16, 16]);
+    let input_ids = ints(&ids, &[b as i64, 77]);
+    let (eps, noise) = (
+        up(&eps, &[b as i64, 4, 8, 8]),
+        up(&noise, &[b as i64, 4, 8, 8]),
+    );
+    let timesteps = ints(&t, &[b as i64]);
+    let rows = up(row, &[1, 16]);
+    let zeros: Vec<DeviceBuffer> = (0..3).map(|_| up(&[0.0; 16], &[1, 16])).collect();
+    let (lr, step_number, apply) = (up(&[0.0], &[]), up(&[1.0], &[]), up(&[0.0], &[]));
+    let inputs = TrainStepInputs {
+        pixel_values: Some(&pixel_values),
+        moment_table: None,
+        moment_index: None,
+        input_ids: &input_ids,
+        state: RowState {
+            rows: &rows,
+            exp_avg: &zeros[0],
+            exp_avg_sq: &zeros[1],
+            grad_acc: &zeros[2],
+        },
+        lr: &lr,
+        step: &step_number,
+        apply: &apply,
+        key: None,
+        sample_index: None,
+        latent_eps: Some(&eps),
+        noise: Some(&noise),
+        timesteps: Some(&timesteps),
+    };
+    let out = step.run(&[inputs]).unwrap().remove(0);
+    out.loss.to_vec::<f32>().unwrap()[0] as f64
 }
 
 #[test]
@@ -433,9 +444,10 @@ fn training_lowers_a_fixed_evaluation_loss() {
     ));
     let (_, trained) = embedding(&out.join("learned_embeds.safetensors"));
     // The starting row is the initializer's ("toy"), as the trainer sets it.
-    let files =
-        ti_xla::weights::WeightFiles::open(&[fixture("tiny-sd1/text_encoder/model.safetensors")])
-            .unwrap();
+    let files = ti_xla::io::weights::WeightFiles::open(&[fixture(
+        "tiny-sd1/text_encoder/model.safetensors",
+    )])
+    .unwrap();
     let table = files
         .read_as(
             "text_model.embeddings.token_embedding.weight",
@@ -489,10 +501,11 @@ fn full_pipeline_differs_from_the_base_model_only_in_the_new_rows() {
         );
     }
     let read = |dir: &Path| {
-        ti_xla::weights::WeightFiles::open(&[dir.join("text_encoder/model.safetensors")]).unwrap()
+        ti_xla::io::weights::WeightFiles::open(&[dir.join("text_encoder/model.safetensors")])
+            .unwrap()
     };
     let (old, new) = (read(&base), read(&out));
-    let f32s = |f: &ti_xla::weights::WeightFiles, n: &str| -> Vec<f32> {
+    let f32s = |f: &ti_xla::io::weights::WeightFiles, n: &str| -> Vec<f32> {
         f.read_as(n, xla_graphs::DType::F32)
             .unwrap()
             .chunks_exact(4)
@@ -525,7 +538,7 @@ fn full_pipeline_differs_from_the_base_model_only_in_the_new_rows() {
     .unwrap();
     assert_eq!(config["vocab_size"], 49410);
     // The saved tokenizer knows the tokens, at the rows' ids.
-    let tok = ti_xla::tokenizer::ClipTokenizer::from_dir(out.join("tokenizer")).unwrap();
+    let tok = ti_xla::model::tokenizer::ClipTokenizer::from_dir(out.join("tokenizer")).unwrap();
     let ids = tok.encode("a photo of <cat-toy> <cat-toy>_1").unwrap();
     assert_eq!(&ids[..6], &[49406, 320, 1125, 539, 49408, 49409]);
     std::fs::remove_dir_all(&out).unwrap();

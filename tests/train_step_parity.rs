@@ -7,12 +7,15 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use safetensors::SafeTensors;
-use ti_xla::model_folder::ModelFolder;
+use ti_xla::model::folder::ModelFolder;
 use ti_xla::pjrt::{Client, DeviceBuffer};
-use ti_xla::train::step::{open_component, CompiledStep};
-use xla_graphs::models::params::ParamKind;
+use ti_xla::runtime::program::{CompiledProgram, ProgramName};
+use ti_xla::train::step::compile_step;
 use xla_graphs::optim::AdamWConfig;
-use xla_graphs::programs::train_step::{build_encode_moments, LatentSource, TrainStepConfig, VAE};
+use xla_graphs::programs::train_step::{
+    build_encode_moments, EncodeMomentsInputs, LatentSource, RowState, TrainStepConfig,
+    TrainStepInputs,
+};
 use xla_graphs::schedulers::NoiseScheduleConfig;
 use xla_graphs::DType;
 
@@ -125,7 +128,7 @@ fn check_step(model: &str, latents: LatentSource, reversed_kernels: bool) {
         explicit_randomness: true,
         reversed_kernels,
     };
-    let step = CompiledStep::new(&client, &folder, config.clone()).unwrap();
+    let step = compile_step(&client, &folder, &config).unwrap();
 
     let pixels = r.upload(&client, "pixel_values", DType::F32);
     // With the cache, the moments come from the encoder program, indexed per sample.
@@ -133,25 +136,15 @@ fn check_step(model: &str, latents: LatentSource, reversed_kernels: bool) {
         LatentSource::Encode => None,
         LatentSource::Cached { .. } => {
             let program = build_encode_moments(&folder.vae, DType::F32, batch, resolution).unwrap();
-            let exe = client
-                .compile(&program.text, &ti_xla::pjrt::CompileOptions::replicated(1))
-                .unwrap();
-            let vae = open_component(&folder, "vae", "diffusion_pytorch_model").unwrap();
-            let whole = xla_graphs::models::vae::AutoencoderKL::new(folder.vae.clone())
-                .unwrap()
-                .weight_specs(DType::F32)
-                .unwrap();
-            let w = ti_xla::model_weights::DeviceWeights::upload_part(
-                &client,
-                &vae,
-                &program.args,
-                &whole,
-                1,
-                VAE,
-            )
-            .unwrap();
-            let args = w.arguments(&[vec![&pixels]]).unwrap();
-            let table = exe.execute(&args).unwrap().remove(0).remove(0);
+            let name = ProgramName {
+                what: "VAE encoder",
+                out_of_memory: "",
+            };
+            let encoder = CompiledProgram::new(&client, &folder, program, 1, name).unwrap();
+            let inputs = EncodeMomentsInputs {
+                pixel_values: &pixels,
+            };
+            let table = encoder.run(&[inputs]).unwrap().remove(0).moments;
             let index = client
                 .buffer_from_host(&(0..batch as i32).collect::<Vec<_>>(), &[batch as i64], 0)
                 .unwrap();
@@ -178,36 +171,36 @@ fn check_step(model: &str, latents: LatentSource, reversed_kernels: bool) {
         let zeros: Vec<DeviceBuffer> = (0..3)
             .map(|_| client.buffer_from_host(&vec![0f32; n], &dims, 0).unwrap())
             .collect();
-        let mut named: HashMap<&str, &DeviceBuffer> = HashMap::from([
-            ("input_ids", &ids),
-            ("latent_eps", &eps),
-            ("noise", &noise),
-            ("timesteps", &timesteps),
-            ("rows", &rows),
-            ("exp_avg", &zeros[0]),
-            ("exp_avg_sq", &zeros[1]),
-            ("grad_acc", &zeros[2]),
-            ("lr", &lr),
-            ("step", &one),
-            ("apply", apply),
-        ]);
-        match &moments {
-            None => named.insert("pixel_values", &pixels),
-            Some((table, index)) => {
-                named.insert("moment_table", table);
-                named.insert("moment_index", index)
-            }
+        let inputs = TrainStepInputs {
+            pixel_values: moments.is_none().then_some(&pixels),
+            moment_table: moments.as_ref().map(|(table, _)| table),
+            moment_index: moments.as_ref().map(|(_, index)| index),
+            input_ids: &ids,
+            state: RowState {
+                rows: &rows,
+                exp_avg: &zeros[0],
+                exp_avg_sq: &zeros[1],
+                grad_acc: &zeros[2],
+            },
+            lr: &lr,
+            step: &one,
+            apply,
+            key: None,
+            sample_index: None,
+            latent_eps: Some(&eps),
+            noise: Some(&noise),
+            timesteps: Some(&timesteps),
         };
-        assert!(step
-            .input_specs()
-            .iter()
-            .all(|s| s.kind == ParamKind::Input && named.contains_key(s.name.as_str())));
-        let out = step.run(&[named]).unwrap().remove(0);
-        results.push(
-            out.iter()
-                .map(|b| b.to_vec::<f32>().unwrap())
-                .collect::<Vec<_>>(),
-        );
+        let out = step.run(&[inputs]).unwrap().remove(0);
+        let read = |b: &DeviceBuffer| b.to_vec::<f32>().unwrap();
+        let s = &out.state;
+        results.push([
+            read(&s.rows),
+            read(&s.exp_avg),
+            read(&s.exp_avg_sq),
+            read(&s.grad_acc),
+            read(&out.loss),
+        ]);
     }
     let loss = results[0][4][0];
     let want_loss = r.get("loss").1[0];

@@ -8,11 +8,11 @@ mod parity;
 use parity::{compare, fixture, scratch};
 use std::process::Command;
 
-use ti_xla::model_folder::ModelFolder;
-use ti_xla::model_weights::DeviceWeights;
+use ti_xla::io::tensor_file::TensorFile;
+use ti_xla::io::weights::{component_files, WeightFiles};
+use ti_xla::model::folder::ModelFolder;
 use ti_xla::pjrt::CompileOptions;
-use ti_xla::tensor_file::TensorFile;
-use ti_xla::weights::{component_files, WeightFiles};
+use ti_xla::runtime::device_weights::DeviceWeights;
 use xla_graphs::models::params::Params;
 use xla_graphs::models::vae::AutoencoderKL;
 use xla_graphs::{DType, Graph, Shape, Tensor};
@@ -192,12 +192,12 @@ fn forward_command_decodes_latents() {
 #[test]
 fn forward_command_names_a_misshaped_image() {
     let bad = scratch("bad-pixels.safetensors");
-    let tensor = ti_xla::tensor_file::F32Tensor {
+    let tensor = ti_xla::io::tensor_file::F32Tensor {
         name: "pixel_values".into(),
         shape: vec![1, 4, 16, 16],
         values: vec![0.0; 4 * 16 * 16],
     };
-    ti_xla::tensor_file::write_f32_atomic(&bad, &[tensor], None).unwrap();
+    ti_xla::io::tensor_file::write_f32_atomic(&bad, &[tensor], None).unwrap();
     let out = scratch("never-written.safetensors");
     let run = Command::new(env!("CARGO_BIN_EXE_ti-xla"))
         .args(["forward", "--component", "vae_encoder", "--model"])

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use ti_xla::weights::{component_files, WeightFiles, WeightSpec};
+use ti_xla::io::weights::{component_files, WeightFiles, WeightSpec};
 use xla_graphs::DType;
 
 fn text_encoder_file() -> PathBuf {

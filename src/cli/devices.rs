@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::device::{find_plugin, open_client, DeviceArgs};
+use crate::runtime::device::{find_plugin, open_client, DeviceArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct DevicesArgs {

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use xla_graphs::schedulers::SchedulerKind;
 
-use crate::device::DeviceArgs;
-use crate::model_folder::ModelArgs;
-use crate::train::args::MixedPrecision;
+use crate::model::folder::ModelArgs;
+use crate::runtime::device::DeviceArgs;
+use crate::runtime::device::MixedPrecision;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct GenerateArgs {

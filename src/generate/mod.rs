@@ -5,13 +5,7 @@
 //! images on any number of devices.
 
 pub mod args;
-pub mod compiled;
-pub mod embeddings;
-pub mod output;
-pub mod pipeline;
 pub mod progress;
-pub mod torch_pickle;
-pub mod zip_archive;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -19,20 +13,23 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use xla_graphs::models::unet::UNet2DConditionModel;
 use xla_graphs::programs::sampling::StepNoise;
-use xla_graphs::schedulers::{build_scheduler, SchedulerConfig, SchedulerKind};
-use xla_graphs::DType;
+use xla_graphs::schedulers::{build_scheduler, Scheduler, SchedulerConfig, SchedulerKind};
 
 use self::args::GenerateArgs;
-use self::embeddings::{add_to_tokenizer, expand_prompt, read_embeddings};
-use self::output::{check_outputs, to_rgb8, write_images, ImageSettings};
-use self::pipeline::{NoiseFeed, Pipeline, PipelineConfig, SampleRequest};
 use self::progress::StepProgress;
-use crate::device::{open_client, DeviceKind};
-use crate::model_folder::ModelFolder;
+use crate::io::tensor_file::{write_f32_atomic, F32Tensor, TensorFile};
+use crate::model::embeddings::{
+    add_to_tokenizer, expand_prompt, read_embeddings, LearnedEmbedding,
+};
+use crate::model::folder::ModelFolder;
+use crate::model::tokenizer::ClipTokenizer;
 use crate::rng::Key;
-use crate::tensor_file::{write_f32_atomic, F32Tensor, TensorFile};
-use crate::tokenizer::ClipTokenizer;
-use crate::train::args::MixedPrecision;
+use crate::runtime::device::MixedPrecision;
+use crate::runtime::device::{open_client, resolve_devices};
+use crate::sampling::images::{check_outputs, to_rgb8, write_images, ImageSettings};
+use crate::sampling::pipeline::{
+    NoiseFeed, Pipeline, PipelineConfig, SampleRequest, SampleTimes, Samples,
+};
 
 /// What a finished run wrote.
 pub struct GenerateOutcome {
@@ -51,6 +48,108 @@ struct GivenLatents {
 
 pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
     let started = Instant::now();
+    check_flags(args)?;
+    let embeddings = read_embeddings(&args.learned_embeds, &args.token)?;
+    let folder = args.model.open()?;
+    let prompts = encode_prompts(args, &folder, &embeddings)?;
+    let (height, width) = image_size(args, &folder)?;
+    let (scheduler, scheduler_name) = scheduler(args, &folder)?;
+    let steps = scheduler.timesteps().len();
+    let f = folder.vae.downscale_factor();
+    let latent_len = folder.unet.in_channels * (height / f) * (width / f);
+    let given = args
+        .latents
+        .as_deref()
+        .map(|p| read_latents(p, latent_len))
+        .transpose()?;
+
+    let client = open_client(&args.device)?;
+    let available = resolve_devices(&client, args.num_devices, args.device.device)?;
+    let samples = sample_count(given.as_ref(), args.num_samples, available)?;
+    check_outputs(&args.output_dir, samples, args.overwrite)?;
+    // Fewer samples than devices: idle devices would only compute padding.
+    let devices = available.min(samples);
+    let batch = samples.div_ceil(devices);
+    let draws = Draws::new(args.seed, devices * batch, latent_len, samples, given);
+    let (noise, feed) = draws.feed(scheduler.kind(), steps)?;
+    let compute_dtype = MixedPrecision::resolve(args.mixed_precision, args.device.device);
+
+    eprintln!(
+        "generating {samples} image(s) of {width}x{height} on {devices} {} device(s), {} {} steps, {compute_dtype}",
+        args.device.device.name(),
+        args.num_inference_steps,
+        scheduler_name
+    );
+    eprintln!("compiling the sampling programs (cached after the first run) ...");
+    let config = PipelineConfig {
+        compute_dtype,
+        devices,
+        batch,
+        height,
+        width,
+        seq_len: prompts.seq_len,
+        num_rows: prompts.num_rows,
+        noise,
+    };
+    let pipeline = Pipeline::new(&client, &folder, scheduler, config)?;
+    let startup = started.elapsed();
+    let progress = StepProgress::new(steps);
+    let sampling_started = Instant::now();
+    let request = SampleRequest {
+        input_ids: &prompts.input_ids,
+        rows: &prompts.rows,
+        latents: &draws.latents,
+        guidance_scale: args.guidance_scale,
+        noise: feed,
+    };
+    let out = pipeline.sample(&client, &request, &mut |i| progress.step(i))?;
+    let sampling = sampling_started.elapsed().as_secs_f64();
+    progress.finish();
+
+    let settings = ImageSettings {
+        prompt: args.prompt.clone(),
+        negative_prompt: prompts.negative_prompt,
+        seed: args.seed,
+        steps: args.num_inference_steps,
+        guidance_scale: args.guidance_scale,
+        scheduler: scheduler_name,
+        model: args.model.pretrained_model_name_or_path.clone(),
+        width,
+        height,
+    };
+    let written = write_outputs(args, &folder, &settings, samples, &out)?;
+    print_timing(
+        startup,
+        sampling,
+        samples,
+        args.num_inference_steps,
+        steps,
+        &out.times,
+    );
+    Ok(GenerateOutcome {
+        images: written,
+        devices,
+    })
+}
+
+/// `--num-samples`, the number `--latents` holds, or one per device.
+fn sample_count(
+    given: Option<&GivenLatents>,
+    flag: Option<usize>,
+    devices: usize,
+) -> Result<usize> {
+    Ok(match (given, flag) {
+        (Some(g), Some(k)) if g.samples != k => bail!(
+            "--latents holds {} sample(s) but --num-samples is {k}",
+            g.samples
+        ),
+        (Some(g), _) => g.samples,
+        (None, k) => k.unwrap_or(devices),
+    })
+}
+
+/// The flags checked before anything is read.
+fn check_flags(args: &GenerateArgs) -> Result<()> {
     if args.num_inference_steps == 0 {
         bail!("--num-inference-steps must be at least 1");
     }
@@ -63,8 +162,25 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
     if !args.token.is_empty() && args.learned_embeds.is_empty() {
         bail!("--token names the tokens of --learned-embeds files, and none was given");
     }
-    let embeddings = read_embeddings(&args.learned_embeds, &args.token)?;
-    let folder = args.model.open()?;
+    Ok(())
+}
+
+/// The prompts as token ids, with the learned tokens added to the tokenizer.
+struct Prompts {
+    /// `[2, seq_len]`: the negative (or empty) prompt, then the prompt.
+    input_ids: Vec<i32>,
+    negative_prompt: String,
+    /// The learned rows, `[num_rows, hidden]`.
+    rows: Vec<f32>,
+    num_rows: usize,
+    seq_len: usize,
+}
+
+fn encode_prompts(
+    args: &GenerateArgs,
+    folder: &ModelFolder,
+    embeddings: &[LearnedEmbedding],
+) -> Result<Prompts> {
     let mut tokenizer = ClipTokenizer::from_dir(folder.component("tokenizer"))?;
     let vocab = folder.text_encoder.vocab_size;
     if tokenizer.vocab_size() != vocab {
@@ -74,15 +190,24 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
         );
     }
     let hidden = folder.text_encoder.hidden_size;
-    let rows = add_to_tokenizer(&mut tokenizer, &embeddings, vocab, hidden)?;
+    let rows = add_to_tokenizer(&mut tokenizer, embeddings, vocab, hidden)?;
     let negative_prompt = args.negative_prompt.clone().unwrap_or_default();
     let mut input_ids = Vec::new();
     for text in [&negative_prompt, &args.prompt] {
         let ids = tokenizer.encode(&expand_prompt(&tokenizer, text)?)?;
         input_ids.extend(ids.into_iter().map(|i| i as i32));
     }
-    let (height, width) = image_size(args, &folder)?;
+    Ok(Prompts {
+        input_ids,
+        negative_prompt,
+        num_rows: rows.len() / hidden,
+        rows,
+        seq_len: tokenizer.max_length(),
+    })
+}
 
+/// The model's scheduler (or `--scheduler`) with its timesteps set, and its name for the PNGs.
+fn scheduler(args: &GenerateArgs, folder: &ModelFolder) -> Result<(Box<dyn Scheduler>, String)> {
     let mut config = SchedulerConfig::from_json(&folder.scheduler.to_string())?;
     if args.karras_sigmas {
         config.use_karras_sigmas = Some(true);
@@ -104,183 +229,134 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
         eprintln!("warning: {w}");
     }
     scheduler.set_timesteps(args.num_inference_steps)?;
-    let scheduler_name = if karras {
+    let name = if karras {
         format!("{} karras", kind.cli_name())
     } else {
         kind.cli_name().to_string()
     };
-    let steps = scheduler.timesteps().len();
-    let f = folder.vae.downscale_factor();
-    let latent_len = folder.unet.in_channels * (height / f) * (width / f);
-    let given = args
-        .latents
-        .as_deref()
-        .map(|p| read_latents(p, latent_len))
-        .transpose()?;
+    Ok((scheduler, name))
+}
 
-    let client = open_client(&args.device)?;
-    let available = args.num_devices.unwrap_or(client.device_count());
-    if available == 0 || available > client.device_count() {
-        bail!(
-            "--num-devices {available}: the {} plugin has {} device(s)",
-            args.device.device.name(),
-            client.device_count()
-        );
-    }
-    let samples = match (&given, args.num_samples) {
-        (Some(g), Some(k)) if g.samples != k => bail!(
-            "--latents holds {} sample(s) but --num-samples is {k}",
-            g.samples
-        ),
-        (Some(g), _) => g.samples,
-        (None, k) => k.unwrap_or(available),
-    };
-    check_outputs(&args.output_dir, samples, args.overwrite)?;
-    // Fewer samples than devices: idle devices would only compute padding.
-    let devices = available.min(samples);
-    let batch = samples.div_ceil(devices);
-    let slots = devices * batch;
+/// Every sample slot's starting latents and Euler ancestral's noise: each sample's from its
+/// own key, `fold_in(key(seed), index)`, or as `--latents` gives them; padding slots are zero.
+struct Draws {
+    latents: Vec<f32>,
+    noise_keys: Vec<Key>,
+    normals: Option<Vec<Vec<f32>>>,
+}
 
-    let seed_key = Key::from_seed(args.seed);
-    let sample_keys: Vec<[Key; 2]> = (0..slots)
-        .map(|i| {
-            let k = seed_key.fold_in(i as u32).split(2);
-            [k[0], k[1]]
-        })
-        .collect();
-    let mut latents = match &given {
-        Some(g) => g.latents.clone(),
-        None => sample_keys[..samples]
-            .iter()
-            .flat_map(|[k, _]| k.normal_f32(latent_len))
-            .collect(),
-    };
-    latents.resize(slots * latent_len, 0.0);
-    let noise_keys: Vec<Key> = sample_keys.iter().map(|[_, k]| *k).collect();
-    let normals: Option<Vec<Vec<f32>>> = given.and_then(|g| g.noise).map(|steps| {
-        steps
-            .into_iter()
-            .map(|mut n| {
-                n.resize(slots * latent_len, 0.0);
-                n
+impl Draws {
+    fn new(
+        seed: u64,
+        slots: usize,
+        latent_len: usize,
+        samples: usize,
+        given: Option<GivenLatents>,
+    ) -> Draws {
+        let seed_key = Key::from_seed(seed);
+        let sample_keys: Vec<[Key; 2]> = (0..slots)
+            .map(|i| {
+                let k = seed_key.fold_in(i as u32).split(2);
+                [k[0], k[1]]
             })
-            .collect()
-    });
-    let (noise, feed) = match (kind, &normals) {
-        (SchedulerKind::EulerAncestral, Some(n)) => {
-            if n.len() < steps {
-                bail!(
-                    "--latents holds noise for {} steps; this run takes {steps}",
-                    n.len()
-                );
+            .collect();
+        let (latents, noise) = match given {
+            Some(g) => (g.latents, g.noise),
+            None => {
+                let latents = sample_keys[..samples]
+                    .iter()
+                    .flat_map(|[k, _]| k.normal_f32(latent_len))
+                    .collect();
+                (latents, None)
             }
-            (StepNoise::Normals, NoiseFeed::Normals(n))
+        };
+        let pad = |mut v: Vec<f32>| {
+            v.resize(slots * latent_len, 0.0);
+            v
+        };
+        Draws {
+            latents: pad(latents),
+            noise_keys: sample_keys.iter().map(|[_, k]| *k).collect(),
+            normals: noise.map(|steps| steps.into_iter().map(pad).collect()),
         }
-        (SchedulerKind::EulerAncestral, None) => (StepNoise::Keys, NoiseFeed::Keys(&noise_keys)),
-        _ => (StepNoise::None, NoiseFeed::None),
-    };
-    let compute_dtype = match args.mixed_precision.unwrap_or(match args.device.device {
-        DeviceKind::Cpu => MixedPrecision::No,
-        _ => MixedPrecision::Bf16,
-    }) {
-        MixedPrecision::No => DType::F32,
-        MixedPrecision::Bf16 => DType::BF16,
-    };
+    }
 
-    eprintln!(
-        "generating {samples} image(s) of {width}x{height} on {devices} {} device(s), {} {} steps, {compute_dtype}",
-        args.device.device.name(),
-        args.num_inference_steps,
-        scheduler_name
-    );
-    eprintln!("compiling the sampling programs (cached after the first run) ...");
-    let pipeline = Pipeline::new(
-        &client,
-        &folder,
-        scheduler,
-        PipelineConfig {
-            compute_dtype,
-            devices,
-            batch,
-            height,
-            width,
-            seq_len: tokenizer.max_length(),
-            num_rows: rows.len() / hidden,
-            noise,
-        },
-    )?;
-    let startup = started.elapsed();
-    let progress = StepProgress::new(steps);
-    let sampling_started = Instant::now();
-    let out = pipeline.sample(
-        &client,
-        &SampleRequest {
-            input_ids: &input_ids,
-            rows: &rows,
-            latents: &latents,
-            guidance_scale: args.guidance_scale,
-            noise: feed,
-        },
-        &mut |i| progress.step(i),
-    )?;
-    let sampling = sampling_started.elapsed().as_secs_f64();
-    progress.finish();
+    /// How the denoising step takes its noise for `kind`, and the feed for it.
+    fn feed(&self, kind: SchedulerKind, steps: usize) -> Result<(StepNoise, NoiseFeed<'_>)> {
+        Ok(match (kind, &self.normals) {
+            (SchedulerKind::EulerAncestral, Some(n)) => {
+                if n.len() < steps {
+                    bail!(
+                        "--latents holds noise for {} steps; this run takes {steps}",
+                        n.len()
+                    );
+                }
+                (StepNoise::Normals, NoiseFeed::Normals(n))
+            }
+            (SchedulerKind::EulerAncestral, None) => {
+                (StepNoise::Keys, NoiseFeed::Keys(&self.noise_keys))
+            }
+            _ => (StepNoise::None, NoiseFeed::None),
+        })
+    }
+}
 
+/// The PNGs (and `--save-tensors`) of the first `samples` slots; returns the PNG paths.
+fn write_outputs(
+    args: &GenerateArgs,
+    folder: &ModelFolder,
+    settings: &ImageSettings,
+    samples: usize,
+    out: &Samples,
+) -> Result<Vec<PathBuf>> {
+    let (height, width) = (settings.height, settings.width);
     let plane = 3 * height * width;
     let images: Vec<_> = out.images[..samples * plane]
         .chunks_exact(plane)
         .map(|chw| to_rgb8(chw, width, height))
         .collect();
-    let settings = ImageSettings {
-        prompt: args.prompt.clone(),
-        negative_prompt,
-        seed: args.seed,
-        steps: args.num_inference_steps,
-        guidance_scale: args.guidance_scale,
-        scheduler: scheduler_name.clone(),
-        model: args.model.pretrained_model_name_or_path.clone(),
-        width,
-        height,
-    };
-    let written = write_images(&args.output_dir, &images, &settings)?;
+    let written = write_images(&args.output_dir, &images, settings)?;
     if let Some(path) = &args.save_tensors {
-        let c = folder.unet.in_channels;
-        write_f32_atomic(
-            path,
-            &[
-                F32Tensor {
-                    name: "images".into(),
-                    shape: vec![samples, 3, height, width],
-                    values: out.images[..samples * plane].to_vec(),
-                },
-                F32Tensor {
-                    name: "latents".into(),
-                    shape: vec![samples, c, height / f, width / f],
-                    values: out.latents[..samples * latent_len].to_vec(),
-                },
-            ],
-            None,
-        )?;
+        let (c, f) = (folder.unet.in_channels, folder.vae.downscale_factor());
+        let latent_len = c * (height / f) * (width / f);
+        let tensors = [
+            F32Tensor {
+                name: "images".into(),
+                shape: vec![samples, 3, height, width],
+                values: out.images[..samples * plane].to_vec(),
+            },
+            F32Tensor {
+                name: "latents".into(),
+                shape: vec![samples, c, height / f, width / f],
+                values: out.latents[..samples * latent_len].to_vec(),
+            },
+        ];
+        write_f32_atomic(path, &tensors, None)?;
     }
-    // PNDM runs the UNet once more than --num-inference-steps (as diffusers does): the
-    // denoising time is split over the runs.
-    let t = out.times;
+    Ok(written)
+}
+
+/// The run's timing line. PNDM runs the UNet once more than --num-inference-steps (as
+/// diffusers does): the denoising time is split over the runs.
+fn print_timing(
+    startup: std::time::Duration,
+    sampling: f64,
+    samples: usize,
+    inference_steps: usize,
+    runs: usize,
+    t: &SampleTimes,
+) {
     eprintln!(
-        "timing: start-up {} s, sampling {} s for {samples} image(s) x {} steps ({} s/image; \
-         text {} s, denoise {} s = {steps} x {} s, decode {} s)",
+        "timing: start-up {} s, sampling {} s for {samples} image(s) x {inference_steps} steps \
+         ({} s/image; text {} s, denoise {} s = {runs} x {} s, decode {} s)",
         secs(startup.as_secs_f64()),
         secs(sampling),
-        args.num_inference_steps,
         secs(sampling / samples as f64),
         secs(t.text.as_secs_f64()),
         secs(t.denoise.as_secs_f64()),
-        secs(t.denoise.as_secs_f64() / steps as f64),
+        secs(t.denoise.as_secs_f64() / runs as f64),
         secs(t.decode.as_secs_f64()),
     );
-    Ok(GenerateOutcome {
-        images: written,
-        devices,
-    })
 }
 
 /// Seconds to three significant digits (`0.0812`, `4.56`, `912`).

@@ -121,7 +121,7 @@ fn write_entry(path: &Path, payload: &[u8]) -> anyhow::Result<()> {
     bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&hash64(payload, 0).to_le_bytes());
     bytes.extend_from_slice(payload);
-    crate::atomic_file::write_atomic(path, &bytes)
+    crate::io::atomic_file::write_atomic(path, &bytes)
 }
 
 /// Executables carry machine code for the CPU they were built on ("Invalid target machine

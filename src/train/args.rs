@@ -7,20 +7,10 @@ use std::path::PathBuf;
 use xla_graphs::optim::AdamWConfig;
 
 use crate::data::templates::LearnableProperty;
-use crate::device::DeviceArgs;
-use crate::model_folder::ModelArgs;
+use crate::model::folder::ModelArgs;
+use crate::runtime::device::DeviceArgs;
+use crate::runtime::device::MixedPrecision;
 use crate::train::lr_schedule::LrSchedulerKind;
-
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum MixedPrecision {
-    /// float32 everywhere.
-    No,
-    /// bfloat16 weights and activations; rows, optimizer state and loss stay float32.
-    Bf16,
-}
 
 #[derive(Clone, Debug, clap::Args, serde::Serialize)]
 pub struct TrainArgs {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::tensor_file::{write_f32_atomic, F32Tensor, TensorFile};
+use crate::io::tensor_file::{write_f32_atomic, F32Tensor, TensorFile};
 
 /// Where a run stands between two optimizer steps.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -89,7 +89,7 @@ pub fn save(
         ],
         None,
     )?;
-    crate::atomic_file::write_atomic(
+    crate::io::atomic_file::write_atomic(
         &tmp.join(TRAINER_FILE),
         serde_json::to_string_pretty(state)?.as_bytes(),
     )?;

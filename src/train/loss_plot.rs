@@ -98,7 +98,7 @@ pub fn write(path: &Path, losses: &[f64], marks: &[usize]) -> Result<()> {
         &mut std::io::Cursor::new(&mut bytes),
         image::ImageFormat::Png,
     )?;
-    crate::atomic_file::write_atomic(path, &bytes)
+    crate::io::atomic_file::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]

@@ -6,13 +6,13 @@ use anyhow::{bail, Context, Result};
 use xla_graphs::models::unet::UNet2DConditionModel;
 use xla_graphs::DType;
 
-use super::args::{MixedPrecision, TrainArgs};
+use super::args::TrainArgs;
 use super::lr_schedule::LrSchedule;
-use super::step::open_component;
 use crate::data::dataset::TrainImages;
-use crate::device::DeviceKind;
-use crate::model_folder::ModelFolder;
-use crate::tokenizer::{placeholder_token_names, ClipTokenizer};
+use crate::model::component::Component;
+use crate::model::folder::ModelFolder;
+use crate::model::tokenizer::{placeholder_token_names, ClipTokenizer};
+use crate::runtime::device::MixedPrecision;
 
 pub struct RunPlan {
     pub folder: ModelFolder,
@@ -78,13 +78,7 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
             args.resolution
         );
     }
-    let compute_dtype = match args.mixed_precision.unwrap_or(match args.device.device {
-        DeviceKind::Cpu => MixedPrecision::No,
-        _ => MixedPrecision::Bf16,
-    }) {
-        MixedPrecision::No => DType::F32,
-        MixedPrecision::Bf16 => DType::BF16,
-    };
+    let compute_dtype = MixedPrecision::resolve(args.mixed_precision, args.device.device);
     let samples = images.len() * args.repeats;
     let global = args.train_batch_size * devices;
     let batches_per_epoch = samples / global;
@@ -141,7 +135,7 @@ fn load_images(args: &TrainArgs) -> Result<TrainImages> {
 
 /// The initializer's row of the token table, as f32.
 fn initializer_row(folder: &ModelFolder, id: usize, hidden: usize) -> Result<Vec<f32>> {
-    let files = open_component(folder, "text_encoder", "model")?;
+    let files = Component::TextEncoder.open(folder)?;
     let name = "text_model.embeddings.token_embedding.weight";
     let bytes = files
         .read_as(name, DType::F32)

@@ -1,103 +1,119 @@
-//! The compiled Textual Inversion step on the host side: builds the program for a model folder,
-//! compiles it once for every device, uploads the frozen weights of each model from its own
-//! folder (replicated), and runs it with the per-step inputs named as the program declares them.
-
-use std::collections::HashMap;
+//! The Textual Inversion step on the host: the program traced for a run's model and flags,
+//! compiled once for its devices, the rows and moments that stay on the devices between steps,
+//! and the latent cache the step reads.
 
 use anyhow::{Context, Result};
-use xla_graphs::models::params::{ParamKind, ParamSpec};
-use xla_graphs::models::vae::AutoencoderKL;
+use half::bf16;
+use xla_graphs::programs::interface::{Arg, Output};
 use xla_graphs::programs::train_step::{
-    build_train_step, LatentSource, TrainStepConfig, TEXT_ENCODER, UNET, VAE,
+    build_encode_moments, build_train_step, EncodeMomentsInputs, RowState as DeviceRows,
+    TrainStepConfig, TrainStepInputs, TrainStepOutputs,
+};
+use xla_graphs::DType;
+
+use super::checkpoint::RowState;
+use crate::data::dataset::{Sample, TrainImages};
+use crate::model::folder::ModelFolder;
+use crate::pjrt::{Client, DeviceBuffer};
+use crate::runtime::program::{CompiledProgram, ProgramName};
+
+pub type CompiledStep = CompiledProgram<TrainStepInputs<Arg>, TrainStepOutputs<Output>>;
+
+/// The rows and AdamW state on one device.
+pub type Rows = DeviceRows<DeviceBuffer>;
+
+const STEP: ProgramName = ProgramName {
+    what: "training step",
+    out_of_memory: "lower --train-batch-size or --resolution, or use --mixed-precision bf16",
 };
 
-use crate::model_folder::ModelFolder;
-use crate::model_weights::{ComponentWeights, DeviceWeights};
-use crate::pjrt::{Client, CompileOptions, DeviceBuffer, LoadedExecutable};
-use crate::weights::{component_files, WeightFiles};
+const ENCODER: ProgramName = ProgramName {
+    what: "VAE encoder",
+    out_of_memory: "lower --resolution, or use --mixed-precision bf16",
+};
 
-/// A model component's weight files.
-pub fn open_component(folder: &ModelFolder, dir: &str, stem: &str) -> Result<WeightFiles> {
-    WeightFiles::open(&component_files(
-        &folder.component(dir),
-        stem,
-        folder.variant.as_deref(),
-    )?)
+/// Traces and compiles the step for `config.num_devices` devices, with `folder`'s weights.
+pub fn compile_step(
+    client: &Client,
+    folder: &ModelFolder,
+    config: &TrainStepConfig,
+) -> Result<CompiledStep> {
+    let program = build_train_step(config).context("cannot trace the training step")?;
+    CompiledProgram::new(client, folder, program, config.num_devices, STEP)
 }
 
-pub struct CompiledStep {
-    exe: LoadedExecutable,
-    weights: DeviceWeights,
-    /// The non-weight arguments in argument order.
-    inputs: Vec<ParamSpec>,
-    pub config: TrainStepConfig,
+/// `rows` and its moments on devices `0..devices`, with an empty gradient accumulator.
+pub fn upload_rows(client: &Client, rows: &RowState, devices: usize) -> Result<Vec<Rows>> {
+    let n = rows.rows.len() / rows.hidden;
+    let dims = [n as i64, rows.hidden as i64];
+    let zeros = vec![0f32; rows.rows.len()];
+    (0..devices)
+        .map(|d| {
+            Ok(DeviceRows {
+                rows: client.buffer_from_host(&rows.rows, &dims, d)?,
+                exp_avg: client.buffer_from_host(&rows.exp_avg, &dims, d)?,
+                exp_avg_sq: client.buffer_from_host(&rows.exp_avg_sq, &dims, d)?,
+                grad_acc: client.buffer_from_host(&zeros, &dims, d)?,
+            })
+        })
+        .collect()
 }
 
-impl CompiledStep {
-    pub fn new(client: &Client, folder: &ModelFolder, config: TrainStepConfig) -> Result<Self> {
-        let program = build_train_step(&config).context("cannot trace the training step")?;
-        let devices = config.num_devices;
-        let exe = client
-            .compile(&program.text, &CompileOptions::replicated(devices))
-            .context("cannot compile the training step")?;
-        let text_encoder = open_component(folder, "text_encoder", "model")?;
-        let unet = open_component(folder, "unet", "diffusion_pytorch_model")?;
-        let mut components = vec![
-            ComponentWeights {
-                prefix: TEXT_ENCODER,
-                files: &text_encoder,
-                whole: None,
-            },
-            ComponentWeights {
-                prefix: UNET,
-                files: &unet,
-                whole: None,
-            },
-        ];
-        let (vae, vae_specs);
-        if config.latents == LatentSource::Encode {
-            vae = open_component(folder, "vae", "diffusion_pytorch_model")?;
-            vae_specs =
-                AutoencoderKL::new(config.vae.clone())?.weight_specs(config.compute_dtype)?;
-            components.push(ComponentWeights {
-                prefix: VAE,
-                files: &vae,
-                whole: Some(&vae_specs),
-            });
+/// One device's rows and moments, read back.
+pub fn read_rows(state: &Rows, hidden: usize) -> Result<RowState> {
+    Ok(RowState {
+        hidden,
+        rows: state.rows.to_vec()?,
+        exp_avg: state.exp_avg.to_vec()?,
+        exp_avg_sq: state.exp_avg_sq.to_vec()?,
+    })
+}
+
+/// The VAE moments of every (image, flip) pair, entry `2 * image + flip`, encoded one image at a
+/// time on device 0, then copied to every device.
+pub fn cache_moments(
+    client: &Client,
+    folder: &ModelFolder,
+    images: &TrainImages,
+    dtype: DType,
+    resolution: usize,
+    devices: usize,
+) -> Result<Vec<DeviceBuffer>> {
+    let program = build_encode_moments(&folder.vae, dtype, 1, resolution)?;
+    let encoder = CompiledProgram::new(client, folder, program, 1, ENCODER)?;
+    let dims = &encoder.inputs().pixel_values.shape.dims;
+    let mut table = Vec::new();
+    let mut width = 0;
+    for image in 0..images.len() {
+        for flip in [false, true] {
+            let sample = Sample {
+                image,
+                template: 0,
+                flip,
+            };
+            let px = pixel_bytes(&images.pixel_values(&[sample]), dtype);
+            let input = client.buffer_from_bytes(&px, dtype, dims, 0)?;
+            let out = encoder.run(&[EncodeMomentsInputs {
+                pixel_values: &input,
+            }])?;
+            let moments = &out[0].moments;
+            width = moments.dims()[1];
+            table.extend(moments.to_bytes()?);
         }
-        let weights =
-            DeviceWeights::upload_components(client, &components, &program.args, devices)?;
-        let inputs = program
-            .args
+    }
+    let dims = [2 * images.len() as i64, width];
+    (0..devices)
+        .map(|d| Ok(client.buffer_from_bytes(&table, dtype, &dims, d)?))
+        .collect()
+}
+
+/// bf16 pixels as the bytes of the compute dtype.
+pub fn pixel_bytes(values: &[bf16], dtype: DType) -> Vec<u8> {
+    match dtype {
+        DType::BF16 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        _ => values
             .iter()
-            .filter(|s| s.kind == ParamKind::Input)
-            .cloned()
-            .collect();
-        Ok(CompiledStep {
-            exe,
-            weights,
-            inputs,
-            config,
-        })
-    }
-
-    /// The per-step inputs the program takes, in argument order.
-    pub fn input_specs(&self) -> &[ParamSpec] {
-        &self.inputs
-    }
-
-    /// Runs one step; `inputs[d]` maps every input name to device d's buffer. Returns each
-    /// device's outputs in `train_step::OUTPUTS` order; donated inputs are consumed.
-    pub fn run(&self, inputs: &[HashMap<&str, &DeviceBuffer>]) -> Result<Vec<Vec<DeviceBuffer>>> {
-        let args = self
-            .weights
-            .named_arguments(&self.inputs, inputs, "training step")?;
-        self.exe.execute(&args).map_err(|e| {
-            if e.is_out_of_memory() {
-                anyhow::anyhow!("the device ran out of memory in the training step: lower --train-batch-size or --resolution, or use --mixed-precision bf16 ({e})")
-            } else {
-                anyhow::Error::new(e).context("the training step failed")
-            }
-        })
+            .flat_map(|v| v.to_f32().to_le_bytes())
+            .collect(),
     }
 }

@@ -13,11 +13,11 @@ use xla_graphs::schedulers::{build_scheduler, SchedulerConfig, SchedulerKind};
 
 use super::args::TrainArgs;
 use super::setup::RunPlan;
-use crate::generate::embeddings::expand_prompt;
-use crate::generate::output::{to_rgb8, write_images, ImageSettings};
-use crate::generate::pipeline::{NoiseFeed, Pipeline, PipelineConfig, SampleRequest};
+use crate::model::embeddings::expand_prompt;
 use crate::pjrt::Client;
 use crate::rng::Key;
+use crate::sampling::images::{to_rgb8, write_images, ImageSettings};
+use crate::sampling::pipeline::{NoiseFeed, Pipeline, PipelineConfig, SampleRequest};
 
 const SCHEDULER: SchedulerKind = SchedulerKind::DpmSolverMultistep;
 const STEPS: usize = 25;

@@ -1,7 +1,7 @@
 //! `ti-xla forward`: runs one model component on tensors from a safetensors file and writes
 //! its outputs to another, for checking the traced models against diffusers. Each component
-//! prepares a program, its declared arguments and its host inputs (one file per component);
-//! compiling, feeding weights, running and writing are shared.
+//! reads its host inputs and builds its program (`xla_graphs::programs::components`; one file
+//! per component); compiling, feeding weights, running and writing are shared.
 
 mod text_encoder;
 mod train_step;
@@ -10,16 +10,15 @@ mod vae;
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use xla_graphs::models::params::{ParamSpec, Params};
-use xla_graphs::{DType, Tensor};
+use anyhow::{Context, Result};
+use xla_graphs::programs::components::ComponentProgram;
+use xla_graphs::programs::interface::{Arg, Args};
+use xla_graphs::DType;
 
-use crate::device::{open_client, DeviceArgs};
-use crate::model_folder::{ModelArgs, ModelFolder};
-use crate::model_weights::DeviceWeights;
-use crate::pjrt::CompileOptions;
-use crate::tensor_file::{write_f32_atomic, F32Tensor, TensorFile};
-use crate::weights::{component_files, WeightFiles};
+use crate::io::tensor_file::{write_f32_atomic, F32Tensor, TensorFile};
+use crate::model::folder::{ModelArgs, ModelFolder};
+use crate::runtime::device::{open_client, DeviceArgs};
+use crate::runtime::program::{CompiledProgram, ProgramName};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Component {
@@ -103,124 +102,70 @@ pub(crate) struct HostInput {
     pub bytes: Vec<u8>,
 }
 
-/// What a component hands to the shared runner.
-pub(crate) struct Prepared {
-    /// StableHLO text; every output is f32.
-    pub program: String,
-    /// Every argument of the program, as the component's `Params` declared them.
-    pub specs: Vec<ParamSpec>,
-    /// Host values of the non-weight arguments, in argument order.
-    pub inputs: Vec<HostInput>,
-    /// Output names, in program output order.
-    pub outputs: Vec<String>,
-    /// The component folder and weight file stem (`text_encoder`, `model`).
-    pub weights: (&'static str, &'static str),
-    /// Every argument of the whole model when the program uses part of its checkpoint (the
-    /// VAE's encoder or decoder): the files are checked against these.
-    pub checkpoint: Option<Vec<ParamSpec>>,
-}
-
-impl Prepared {
-    /// Prints the program computing `outputs` (converted to f32) from the arguments `p`
-    /// declared; `inputs` feed p's inputs in order.
-    pub fn new(
-        p: &Params,
-        outputs: Vec<(String, Tensor)>,
-        inputs: Vec<HostInput>,
-        weights: (&'static str, &'static str),
-    ) -> Result<Prepared> {
-        let tensors = outputs
-            .iter()
-            .map(|(_, t)| match t.dtype() {
-                DType::F32 => Ok(t.clone()),
-                _ => t.convert(DType::F32),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Prepared {
-            program: p
-                .graph()
-                .to_stablehlo(&tensors.iter().collect::<Vec<_>>())?,
-            specs: p.specs(),
-            inputs,
-            outputs: outputs.into_iter().map(|(name, _)| name).collect(),
-            weights,
-            checkpoint: None,
-        })
+impl HostInput {
+    pub fn f32(dims: &[usize], values: &[f32]) -> HostInput {
+        HostInput {
+            dtype: DType::F32,
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
     }
 }
 
 pub fn run(args: &ForwardArgs) -> Result<()> {
     let folder = args.model.open()?;
     let inputs = TensorFile::open(&args.inputs)?;
-    let dtype = args.dtype.dtype();
-    if args.component == Component::TrainStep {
-        let outputs = train_step::run(&folder, &inputs, dtype, &args.step, &args.device)?;
-        return write_f32_atomic(&args.output, &outputs, None)
-            .with_context(|| format!("cannot write the outputs to {}", args.output.display()));
-    }
-    let prepared = match args.component {
-        Component::TextEncoder => text_encoder::prepare(&folder, &inputs, dtype, args.debug)?,
-        Component::Unet => unet::prepare(&folder, &inputs, dtype, args.debug)?,
-        Component::VaeEncoder => vae::prepare_encoder(&folder, &inputs, dtype, args.debug)?,
-        Component::VaeDecoder => vae::prepare_decoder(&folder, &inputs, dtype, args.debug)?,
-        Component::TrainStep => unreachable!("handled above"),
+    let (dtype, debug, device) = (args.dtype.dtype(), args.debug, &args.device);
+    let outputs = match args.component {
+        Component::TrainStep => train_step::run(&folder, &inputs, dtype, &args.step, device)?,
+        Component::TextEncoder => {
+            let (program, host) = text_encoder::prepare(&folder, &inputs, dtype, debug)?;
+            execute(&folder, device, args.component, program, host)?
+        }
+        Component::Unet => {
+            let (program, host) = unet::prepare(&folder, &inputs, dtype, debug)?;
+            execute(&folder, device, args.component, program, host)?
+        }
+        Component::VaeEncoder => {
+            let (program, host) = vae::prepare_encoder(&folder, &inputs, dtype, debug)?;
+            execute(&folder, device, args.component, program, host)?
+        }
+        Component::VaeDecoder => {
+            let (program, host) = vae::prepare_decoder(&folder, &inputs, dtype, debug)?;
+            execute(&folder, device, args.component, program, host)?
+        }
     };
-    let outputs = execute(&folder, &args.device, args.component, &prepared)?;
     write_f32_atomic(&args.output, &outputs, None)
         .with_context(|| format!("cannot write the outputs to {}", args.output.display()))
 }
 
-/// Compiles for one device, uploads weights and inputs, runs once, reads every output.
-fn execute(
+/// Compiles for one device, uploads weights and `host` (the program's inputs), runs once,
+/// reads every output.
+fn execute<I: Args<Arg>, H: Args<HostInput>>(
     folder: &ModelFolder,
     device: &DeviceArgs,
     component: Component,
-    prepared: &Prepared,
+    program: ComponentProgram<I>,
+    host: H,
 ) -> Result<Vec<F32Tensor>> {
-    let (dir, stem) = prepared.weights;
-    let files = WeightFiles::open(&component_files(
-        &folder.component(dir),
-        stem,
-        folder.variant.as_deref(),
-    )?)?;
     let client = open_client(device)?;
-    let exe = client
-        .compile(&prepared.program, &CompileOptions::replicated(1))
-        .with_context(|| format!("cannot compile the {} program", component.name()))?;
-    let weights = match &prepared.checkpoint {
-        Some(model) => DeviceWeights::upload_part(
-            &client,
-            &files,
-            &prepared.specs,
-            model,
-            1,
-            component.name(),
-        )?,
-        None => DeviceWeights::upload(&client, &files, &prepared.specs, 1, component.name())?,
+    let name = ProgramName {
+        what: component.name(),
+        out_of_memory: "use smaller inputs",
     };
-    let inputs = prepared
-        .inputs
-        .iter()
-        .map(|h| client.buffer_from_bytes(&h.bytes, h.dtype, &h.dims, 0))
-        .collect::<Result<Vec<_>, _>>()?;
-    let args = weights.arguments(&[inputs.iter().collect()])?;
-    let mut results = exe.execute(&args)?;
-    let results = results.pop().context("the program returned no outputs")?;
-    if results.len() != prepared.outputs.len() {
-        bail!(
-            "the {} program returned {} outputs, expected {}",
-            component.name(),
-            results.len(),
-            prepared.outputs.len()
-        );
-    }
-    prepared
-        .outputs
-        .iter()
-        .zip(results)
+    let compiled = CompiledProgram::new(&client, folder, program, 1, name)?;
+    let buffers =
+        host.try_map(&mut |_, h| client.buffer_from_bytes(&h.bytes, h.dtype, &h.dims, 0))?;
+    let outputs = compiled
+        .run(&[buffers.as_refs()])?
+        .pop()
+        .context("the program returned no outputs")?;
+    outputs
+        .0
+        .into_iter()
         .map(|(name, buffer)| {
             Ok(F32Tensor {
-                name: name.clone(),
+                name,
                 shape: buffer.dims().iter().map(|&d| d as usize).collect(),
                 values: buffer.to_vec::<f32>()?,
             })

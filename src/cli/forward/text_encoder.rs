@@ -1,20 +1,23 @@
 //! `forward --component text_encoder`: `input_ids` [B, L] -> `last_hidden_state` [B, L, D].
 
 use anyhow::{bail, Result};
-use xla_graphs::models::clip::CLIPTextModel;
-use xla_graphs::models::params::Params;
-use xla_graphs::{DType, Graph, Shape};
+use xla_graphs::programs::components::{build_text_encoder, ComponentProgram, TextEncoderInputs};
+use xla_graphs::programs::interface::Arg;
+use xla_graphs::DType;
 
-use super::{HostInput, Prepared};
-use crate::model_folder::ModelFolder;
-use crate::tensor_file::TensorFile;
+use super::HostInput;
+use crate::io::tensor_file::TensorFile;
+use crate::model::folder::ModelFolder;
 
 pub(crate) fn prepare(
     folder: &ModelFolder,
     inputs: &TensorFile,
     dtype: DType,
     debug: bool,
-) -> Result<Prepared> {
+) -> Result<(
+    ComponentProgram<TextEncoderInputs<Arg>>,
+    TextEncoderInputs<HostInput>,
+)> {
     let config = &folder.text_encoder;
     let max_len = config.max_position_embeddings;
     let what = format!("input_ids [B, L] of i32 or i64 with 1 <= L <= {max_len}");
@@ -34,19 +37,7 @@ pub(crate) fn prepare(
         );
     }
     let dims = [shape[0] as i64, shape[1] as i64];
-    let g = Graph::new();
-    let p = Params::new(&g, dtype);
-    let input_ids = p.input("input_ids", Shape::new(DType::I32, &dims))?;
-    if debug {
-        p.record_taps();
-    }
-    let hidden = CLIPTextModel::new(config.clone())?.forward(&p, &input_ids)?;
-    let mut outputs = vec![("last_hidden_state".to_string(), hidden)];
-    // transformers names submodules from inside CLIPTextModel.text_model.
-    outputs.extend(p.taps().into_iter().map(|(path, t)| {
-        let name = path.strip_prefix("text_model.").unwrap_or(&path);
-        (format!("debug.{name}"), t)
-    }));
+    let program = build_text_encoder(config, dtype, dims, debug)?;
     let ids = HostInput {
         dtype: DType::I32,
         dims: dims.to_vec(),
@@ -55,5 +46,5 @@ pub(crate) fn prepare(
             .flat_map(|&id| (id as i32).to_le_bytes())
             .collect(),
     };
-    Prepared::new(&p, outputs, vec![ids], ("text_encoder", "model"))
+    Ok((program, TextEncoderInputs { input_ids: ids }))
 }

@@ -1,18 +1,20 @@
 //! `forward --component train_step`: one Textual Inversion step with its random draws given as
 //! inputs, so the step can be checked against any reference trainer.
 
-use std::collections::HashMap;
-
 use anyhow::{bail, Result};
-use xla_graphs::programs::train_step::{LatentSource, TrainStepConfig};
+use xla_graphs::programs::interface::Args;
+use xla_graphs::programs::train_step::{
+    LatentSource, TrainStepConfig, TrainStepInputs, TrainStepOutputs,
+};
 use xla_graphs::DType;
 
-use crate::device::{open_client, DeviceArgs, DeviceKind};
-use crate::model_folder::ModelFolder;
-use crate::pjrt::DeviceBuffer;
-use crate::tensor_file::{F32Tensor, TensorFile};
+use crate::io::tensor_file::{F32Tensor, TensorFile};
+use crate::model::folder::ModelFolder;
+use crate::pjrt::{Client, DeviceBuffer};
+use crate::runtime::device::{open_client, DeviceArgs, DeviceKind};
 use crate::train::args::AdamWArgs;
-use crate::train::step::CompiledStep;
+use crate::train::checkpoint::RowState;
+use crate::train::step::{compile_step, upload_rows, CompiledStep};
 
 /// The step's hyper-parameters (used by `--component train_step` only).
 #[derive(Debug, Clone, clap::Args)]
@@ -34,13 +36,22 @@ pub struct StepFlags {
     pub adamw: AdamWArgs,
 }
 
-pub(crate) fn run(
-    folder: &ModelFolder,
-    inputs: &TensorFile,
-    dtype: DType,
-    flags: &StepFlags,
-    device: &DeviceArgs,
-) -> Result<Vec<F32Tensor>> {
+/// The step's inputs as the file holds them, checked.
+struct StepFile {
+    rows_shape: Vec<usize>,
+    rows: Vec<f32>,
+    /// `[B, 3, H, W]`.
+    px_shape: Vec<usize>,
+    pixels: Vec<f32>,
+    ids: Vec<i32>,
+    /// `[B, C, h, w]`.
+    latent: [usize; 4],
+    eps: Vec<f32>,
+    noise: Vec<f32>,
+    timesteps: Vec<i32>,
+}
+
+fn read(folder: &ModelFolder, inputs: &TensorFile) -> Result<StepFile> {
     let vocab = folder.text_encoder.vocab_size;
     let hidden = folder.text_encoder.hidden_size;
     let (rows_shape, rows) =
@@ -55,12 +66,8 @@ pub(crate) fn run(
     if px_shape[3] != res {
         bail!("pixel_values must be square, got {px_shape:?}");
     }
-    let latent = [
-        b,
-        folder.vae.latent_channels,
-        res / folder.vae.downscale_factor(),
-        res / folder.vae.downscale_factor(),
-    ];
+    let f = folder.vae.downscale_factor();
+    let latent = [b, folder.vae.latent_channels, res / f, res / f];
     let latent_dims = latent.map(Some);
     let (_, ids) = inputs.ints("input_ids", &[Some(b), Some(77)], "[B, 77] token ids")?;
     if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= vocab + n) {
@@ -73,16 +80,37 @@ pub(crate) fn run(
     )?;
     let (_, noise) = inputs.floats("noise", &latent_dims, "[B, C, h, w] diffusion noise")?;
     let (_, timesteps) = inputs.ints("timesteps", &[Some(b)], "[B] integer timesteps")?;
+    Ok(StepFile {
+        rows_shape,
+        rows,
+        px_shape,
+        pixels,
+        ids: ids.iter().map(|&i| i as i32).collect(),
+        latent,
+        eps,
+        noise,
+        timesteps: timesteps.iter().map(|&t| t as i32).collect(),
+    })
+}
+
+pub(crate) fn run(
+    folder: &ModelFolder,
+    inputs: &TensorFile,
+    dtype: DType,
+    flags: &StepFlags,
+    device: &DeviceArgs,
+) -> Result<Vec<F32Tensor>> {
+    let file = read(folder, inputs)?;
     let config = TrainStepConfig {
         text_encoder: folder.text_encoder.clone(),
         unet: folder.unet.clone(),
         vae: folder.vae.clone(),
         noise: serde_json::from_value(folder.scheduler.clone())?,
         compute_dtype: dtype,
-        batch: b,
-        resolution: res,
+        batch: file.px_shape[0],
+        resolution: file.px_shape[2],
         seq_len: 77,
-        num_vectors: n,
+        num_vectors: file.rows_shape[0],
         num_devices: 1,
         latents: LatentSource::Encode,
         adamw: flags.adamw.config(),
@@ -91,55 +119,15 @@ pub(crate) fn run(
         reversed_kernels: device.device == DeviceKind::Cpu,
     };
     let client = open_client(device)?;
-    let step = CompiledStep::new(&client, folder, config)?;
-    let px_bytes: Vec<u8> = match dtype {
-        DType::BF16 => pixels
-            .iter()
-            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
-            .collect(),
-        _ => pixels.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    };
-    let ids: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
-    let timesteps: Vec<i32> = timesteps.iter().map(|&t| t as i32).collect();
-    let latent_i64 = latent.map(|d| d as i64);
-    let rows_dims = [n as i64, hidden as i64];
-    let zeros = vec![0f32; rows.len()];
-    // Run twice from the same state: with apply = 0 the accumulator returns the gradient, with
-    // apply = 1 the rows come back updated.
-    let mut outs = Vec::new();
-    for apply in [0f32, 1.0] {
-        let up = |v: &[f32], dims: &[i64]| client.buffer_from_host(v, dims, 0);
-        let bufs: Vec<(&str, DeviceBuffer)> = vec![
-            (
-                "pixel_values",
-                client.buffer_from_bytes(
-                    &px_bytes,
-                    dtype,
-                    &[b as i64, 3, res as i64, res as i64],
-                    0,
-                )?,
-            ),
-            (
-                "input_ids",
-                client.buffer_from_host(&ids, &[b as i64, 77], 0)?,
-            ),
-            ("latent_eps", up(&eps, &latent_i64)?),
-            ("noise", up(&noise, &latent_i64)?),
-            (
-                "timesteps",
-                client.buffer_from_host(&timesteps, &[b as i64], 0)?,
-            ),
-            ("rows", up(&rows, &rows_dims)?),
-            ("exp_avg", up(&zeros, &rows_dims)?),
-            ("exp_avg_sq", up(&zeros, &rows_dims)?),
-            ("grad_acc", up(&zeros, &rows_dims)?),
-            ("lr", up(&[flags.learning_rate as f32], &[])?),
-            ("step", up(&[1.0], &[])?),
-            ("apply", up(&[apply], &[])?),
-        ];
-        let named: HashMap<&str, &DeviceBuffer> = bufs.iter().map(|(k, v)| (*k, v)).collect();
-        outs.push(step.run(&[named])?.remove(0));
-    }
+    let step = compile_step(&client, folder, &config)?;
+    let outs = run_twice(
+        &client,
+        &step,
+        &file,
+        dtype,
+        flags.learning_rate,
+        folder.text_encoder.hidden_size,
+    )?;
     let tensor = |name: &str, shape: Vec<usize>, buf: &DeviceBuffer| -> Result<F32Tensor> {
         Ok(F32Tensor {
             name: name.into(),
@@ -148,8 +136,71 @@ pub(crate) fn run(
         })
     };
     Ok(vec![
-        tensor("loss", vec![], &outs[0][4])?,
-        tensor("grad_rows", rows_shape.clone(), &outs[0][3])?,
-        tensor("rows", rows_shape, &outs[1][0])?,
+        tensor("loss", vec![], &outs[0].loss)?,
+        tensor(
+            "grad_rows",
+            file.rows_shape.clone(),
+            &outs[0].state.grad_acc,
+        )?,
+        tensor("rows", file.rows_shape.clone(), &outs[1].state.rows)?,
     ])
+}
+
+/// Runs the step twice from the same state: with apply = 0 the accumulator returns the
+/// gradient, with apply = 1 the rows come back updated.
+fn run_twice(
+    client: &Client,
+    step: &CompiledStep,
+    file: &StepFile,
+    dtype: DType,
+    learning_rate: f64,
+    hidden: usize,
+) -> Result<Vec<TrainStepOutputs<DeviceBuffer>>> {
+    let px_bytes: Vec<u8> = match dtype {
+        DType::BF16 => file
+            .pixels
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect(),
+        _ => file.pixels.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    };
+    let b = file.px_shape[0] as i64;
+    let latent = file.latent.map(|d| d as i64);
+    let px_dims: Vec<i64> = file.px_shape.iter().map(|&d| d as i64).collect();
+    let up = |v: &[f32], dims: &[i64]| client.buffer_from_host(v, dims, 0);
+    let pixel_values = client.buffer_from_bytes(&px_bytes, dtype, &px_dims, 0)?;
+    let input_ids = client.buffer_from_host(&file.ids, &[b, 77], 0)?;
+    let eps = up(&file.eps, &latent)?;
+    let noise = up(&file.noise, &latent)?;
+    let timesteps = client.buffer_from_host(&file.timesteps, &[b], 0)?;
+    let (lr, step_number) = (up(&[learning_rate as f32], &[])?, up(&[1.0], &[])?);
+    let zeros = vec![0f32; file.rows.len()];
+    let mut outs = Vec::new();
+    for apply in [0f32, 1.0] {
+        let start = RowState {
+            hidden,
+            rows: file.rows.clone(),
+            exp_avg: zeros.clone(),
+            exp_avg_sq: zeros.clone(),
+        };
+        let state = upload_rows(client, &start, 1)?;
+        let apply = up(&[apply], &[])?;
+        let inputs = TrainStepInputs {
+            pixel_values: Some(&pixel_values),
+            moment_table: None,
+            moment_index: None,
+            input_ids: &input_ids,
+            state: state[0].as_refs(),
+            lr: &lr,
+            step: &step_number,
+            apply: &apply,
+            key: None,
+            sample_index: None,
+            latent_eps: Some(&eps),
+            noise: Some(&noise),
+            timesteps: Some(&timesteps),
+        };
+        outs.push(step.run(&[inputs])?.remove(0));
+    }
+    Ok(outs)
 }

@@ -2,21 +2,14 @@
 //! integer) and `encoder_hidden_states` [B, L, D] -> `sample` [B, C_out, h, w].
 
 use anyhow::{bail, Result};
-use xla_graphs::models::params::Params;
 use xla_graphs::models::unet::UNet2DConditionModel;
-use xla_graphs::{DType, Graph, Shape};
+use xla_graphs::programs::components::{build_unet, ComponentProgram, UNetInputs};
+use xla_graphs::programs::interface::Arg;
+use xla_graphs::DType;
 
-use super::{HostInput, Prepared};
-use crate::model_folder::ModelFolder;
-use crate::tensor_file::TensorFile;
-
-fn f32_input(dims: &[usize], values: &[f32]) -> HostInput {
-    HostInput {
-        dtype: DType::F32,
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    }
-}
+use super::HostInput;
+use crate::io::tensor_file::TensorFile;
+use crate::model::folder::ModelFolder;
 
 /// The timestep as f32 for each of `batch` samples: floats as given, integers converted as
 /// diffusers' `timesteps.float()` does, a scalar repeated.
@@ -47,7 +40,7 @@ pub(crate) fn prepare(
     inputs: &TensorFile,
     dtype: DType,
     debug: bool,
-) -> Result<Prepared> {
+) -> Result<(ComponentProgram<UNetInputs<Arg>>, UNetInputs<HostInput>)> {
     let config = &folder.unet;
     let unet = UNet2DConditionModel::new(config.clone())?;
     let file = inputs.path().display();
@@ -79,29 +72,18 @@ pub(crate) fn prepare(
         bail!("encoder_hidden_states in {file} has shape {ctx_shape:?}; expected {what}");
     }
 
-    let g = Graph::new();
-    let p = Params::new(&g, dtype);
-    let declare = |name: &str, dims: &[usize]| {
-        let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
-        p.input(name, Shape::new(DType::F32, &dims))
+    let dims = |d: &[usize]| d.iter().map(|&x| x as i64).collect::<Vec<_>>();
+    let program = build_unet(
+        config,
+        dtype,
+        &dims(&sample_shape),
+        &dims(&ctx_shape),
+        debug,
+    )?;
+    let host = UNetInputs {
+        sample: HostInput::f32(&sample_shape, &sample),
+        timestep: HostInput::f32(&[batch], &timestep),
+        encoder_hidden_states: HostInput::f32(&ctx_shape, &context),
     };
-    let x = declare("sample", &sample_shape)?;
-    let t = declare("timestep", &[batch])?;
-    let ctx = declare("encoder_hidden_states", &ctx_shape)?;
-    if debug {
-        p.record_taps();
-    }
-    let out = unet.forward(&p, &x, &t, &ctx)?;
-    let mut outputs = vec![("sample".to_string(), out)];
-    outputs.extend(
-        p.taps()
-            .into_iter()
-            .map(|(path, t)| (format!("debug.{path}"), t)),
-    );
-    let host = vec![
-        f32_input(&sample_shape, &sample),
-        f32_input(&[batch], &timestep),
-        f32_input(&ctx_shape, &context),
-    ];
-    Prepared::new(&p, outputs, host, ("unet", "diffusion_pytorch_model"))
+    Ok((program, host))
 }

@@ -13,45 +13,62 @@
 //! diffusers keeps them in the pipeline's dtype (f32 unless loaded in half precision).
 
 use crate::models::clip::{CLIPTextConfig, CLIPTextModel};
-use crate::models::params::{ParamSpec, Params};
+use crate::models::params::Params;
 use crate::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
+use crate::programs::interface::{
+    declare, finish, Arg, Output, Program, Traced, TEXT_ENCODER, UNET, VAE,
+};
 use crate::schedulers::{Noise, Scheduler};
-use crate::{DType, Graph, GraphError, Result, Shape};
+use crate::{DType, Graph, GraphError, Result};
 
-/// A printed program and what each of its arguments is.
-pub struct SamplingProgram {
-    pub text: String,
-    /// Every argument in order: weights by checkpoint key, inputs by the names below.
-    pub args: Vec<ParamSpec>,
+crate::program_args! {
+    /// The text program's inputs: the negative (or empty) prompt and the prompt.
+    pub struct TextEncodeInputs<T> {
+        /// `[2, L]` i32, the negative prompt first.
+        pub input_ids: T,
+        /// `[n, D]` f32 learned rows, appended to the token table (absent without any).
+        pub rows: Option<T>,
+    }
 }
 
-/// The text program's inputs: `input_ids` `[2, L]` i32 (negative prompt first) and, with learned
-/// rows, `rows` `[n, D]` f32. Output: the encoder states `[2, L, D]` in the compute dtype.
+crate::program_args! {
+    pub struct TextEncodeOutputs<T> {
+        /// `[2, L, D]` encoder states in the compute dtype.
+        pub context: T,
+    }
+}
+
+pub type TextEncode = Program<TextEncodeInputs<Arg>, TextEncodeOutputs<Output>>;
+
 pub fn build_text_encode(
     config: &CLIPTextConfig,
     dtype: DType,
     seq_len: usize,
     num_rows: usize,
-) -> Result<SamplingProgram> {
+) -> Result<TextEncode> {
     let g = Graph::new();
     let p = Params::new(&g, dtype);
     let clip = CLIPTextModel::new(config.clone())?;
-    let ids = p.input("input_ids", Shape::new(DType::I32, &[2, seq_len as i64]))?;
-    let table = clip.token_embedding(&p)?;
-    // The learned tokens' ids follow the vocabulary, so their rows go after the table's.
-    let table = if num_rows > 0 {
-        let d = config.hidden_size as i64;
-        let rows = p.input("rows", Shape::new(DType::F32, &[num_rows as i64, d]))?;
-        g.concatenate(&[table, rows.convert(dtype)?], 0)?
-    } else {
-        table
+    let d = config.hidden_size as i64;
+    let decl = TextEncodeInputs {
+        input_ids: Arg::replicated(DType::I32, &[2, seq_len as i64]),
+        rows: (num_rows > 0).then(|| Arg::replicated(DType::F32, &[num_rows as i64, d])),
     };
-    let states = clip.forward_with_token_embedding(&p, &ids, &table)?;
-    Ok(SamplingProgram {
-        text: g.to_stablehlo(&[&states])?,
-        args: p.specs(),
-    })
+    let x = declare(&p, &decl)?;
+    let states = p.scope(TEXT_ENCODER, |p| {
+        let table = clip.token_embedding(p)?;
+        // The learned tokens' ids follow the vocabulary, so their rows go after the table's.
+        let table = match &x.rows {
+            Some(rows) => g.concatenate(&[table, rows.convert(dtype)?], 0)?,
+            None => table,
+        };
+        clip.forward_with_token_embedding(p, &x.input_ids, &table)
+    })?;
+    let outputs = TextEncodeOutputs {
+        context: Traced::replicated(states),
+    };
+    finish(&p, decl, outputs)
 }
 
 /// How the ancestral update gets its noise.
@@ -80,14 +97,38 @@ pub struct DenoiseStepConfig<'a> {
     pub noise: StepNoise,
 }
 
-/// The step's outputs: the next latents, then the scheduler's state tensors.
-pub const STEP_LATENTS: usize = 0;
+crate::program_args! {
+    /// One denoising step's inputs.
+    pub struct DenoiseInputs<T> {
+        /// `[B, C, h, w]` f32.
+        pub latents: T,
+        /// `[2, L, D]` in the compute dtype: the text program's output.
+        pub context: T,
+        /// f32 scalar: the UNet's timestep.
+        pub timestep: T,
+        /// `[K]` f32: the scheduler's `step_scalars(i)`.
+        pub scalars: T,
+        /// f32 scalar.
+        pub guidance_scale: T,
+        /// The scheduler's state (`num_state()` latent-shaped f32), fed back each step.
+        pub state: Vec<T>,
+        /// `[B, 2]` u32 keys or `[B, C, h, w]` normals, as `StepNoise` says.
+        pub keys: Option<T>,
+        pub noise: Option<T>,
+    }
+}
 
-/// Inputs: `latents` `[B, C, h, w]` f32, `context` `[2, L, D]` (the text program's output),
-/// `timestep` f32 scalar (the UNet's), `scalars` `[K]` f32 (`step_scalars(i)`),
-/// `guidance_scale` f32 scalar, `state0..` (`num_state()` latent-shaped f32), then `keys` or
-/// `noise` as `noise` says. Outputs: the next latents, then the state to feed back.
-pub fn build_denoise_step(c: &DenoiseStepConfig<'_>) -> Result<SamplingProgram> {
+crate::program_args! {
+    /// The next latents and the scheduler state to feed back.
+    pub struct DenoiseOutputs<T> {
+        pub latents: T,
+        pub state: Vec<T>,
+    }
+}
+
+pub type DenoiseStep = Program<DenoiseInputs<Arg>, DenoiseOutputs<Output>>;
+
+pub fn build_denoise_step(c: &DenoiseStepConfig<'_>) -> Result<DenoiseStep> {
     let g = Graph::new();
     let p = Params::new(&g, c.compute_dtype);
     let unet = UNet2DConditionModel::new(c.unet.clone())?;
@@ -95,65 +136,75 @@ pub fn build_denoise_step(c: &DenoiseStepConfig<'_>) -> Result<SamplingProgram> 
     let (b, l, d) = (c.batch as i64, c.seq_len as i64, c.context_dim as i64);
     let [h, w] = c.latent_size.map(|x| x as i64);
     let dims = [b, c.unet.in_channels as i64, h, w];
-    let f32s = |dims: &[i64]| Shape::new(DType::F32, dims);
-
-    let latents = p.input("latents", f32s(&dims))?;
-    let context = p.input("context", Shape::new(c.compute_dtype, &[2, l, d]))?;
-    let timestep = p.input("timestep", f32s(&[]))?;
-    let scalars = p.input("scalars", f32s(&[s.scalar_names().len() as i64]))?;
-    let guidance = p.input("guidance_scale", f32s(&[]))?;
-    let state = (0..s.num_state())
-        .map(|i| p.input(&format!("state{i}"), f32s(&dims)))
-        .collect::<Result<Vec<_>>>()?;
-    let noise_input = match c.noise {
-        StepNoise::None => None,
-        StepNoise::Keys => Some(p.input("keys", Shape::new(DType::U32, &[b, 2]))?),
-        StepNoise::Normals => Some(p.input("noise", f32s(&dims))?),
+    let scalar = || Arg::replicated(DType::F32, &[]);
+    let decl = DenoiseInputs {
+        latents: Arg::sharded(DType::F32, &dims),
+        context: Arg::replicated(c.compute_dtype, &[2, l, d]),
+        timestep: scalar(),
+        scalars: Arg::replicated(DType::F32, &[s.scalar_names().len() as i64]),
+        guidance_scale: scalar(),
+        state: (0..s.num_state())
+            .map(|_| Arg::sharded(DType::F32, &dims))
+            .collect(),
+        keys: (c.noise == StepNoise::Keys).then(|| Arg::sharded(DType::U32, &[b, 2])),
+        noise: (c.noise == StepNoise::Normals).then(|| Arg::sharded(DType::F32, &dims)),
     };
+    let x = declare(&p, &decl)?;
 
-    let step_inputs = s.step_inputs(&scalars)?;
-    let model_input = s.scale_model_input(&latents, &step_inputs)?;
+    let step_inputs = s.step_inputs(&x.scalars)?;
+    let model_input = s.scale_model_input(&x.latents, &step_inputs)?;
     let both = g
         .concatenate(&[model_input.clone(), model_input], 0)?
         .convert(c.compute_dtype)?;
     // Each prompt's states repeated per sample: the unconditional half first, as diffusers
     // concatenates [negative, positive].
-    let context = context
+    let context = x
+        .context
         .broadcast_in_dim(&[2, b, l, d], &[0, 2, 3])?
         .reshape(&[2 * b, l, d])?;
-    let pred = unet
-        .forward(&p, &both, &timestep, &context)?
+    let pred = p
+        .scope(UNET, |p| unet.forward(p, &both, &x.timestep, &context))?
         .convert(DType::F32)?;
     let uncond = pred.slice_axis(0, 0, b)?;
     let cond = pred.slice_axis(0, b, 2 * b)?;
     let guided = uncond.add(
-        &guidance
+        &x.guidance_scale
             .broadcast_to(&dims)?
             .multiply(&cond.subtract(&uncond)?)?,
     )?;
-    let noise = match (c.noise, &noise_input) {
-        (StepNoise::Keys, Some(k)) => Noise::Key(k),
-        (StepNoise::Normals, Some(z)) => Noise::Normals(z),
+    let noise = match (&x.keys, &x.noise) {
+        (Some(k), _) => Noise::Key(k),
+        (_, Some(z)) => Noise::Normals(z),
         _ => Noise::None,
     };
-    let out = s.step(&guided, &latents, &step_inputs, &state, noise)?;
-    let mut outputs = vec![&out.prev_sample];
-    outputs.extend(out.state.iter());
-    Ok(SamplingProgram {
-        text: g.to_stablehlo(&outputs)?,
-        args: p.specs(),
-    })
+    let out = s.step(&guided, &x.latents, &step_inputs, &x.state, noise)?;
+    let outputs = DenoiseOutputs {
+        latents: Traced::sharded(out.prev_sample),
+        state: out.state.into_iter().map(Traced::sharded).collect(),
+    };
+    finish(&p, decl, outputs)
 }
 
-/// Input: `latents` `[B, C, h, w]` f32 as the sampler leaves them (scaled). Output: images
-/// `[B, out_channels, h * f, w * f]` f32 in [0, 1], `clip(decode(latents / scaling_factor) / 2
-/// + 0.5)` as diffusers' image processor gives them before quantising.
+crate::program_args! {
+    /// `[B, C, h, w]` f32 latents as the sampler leaves them (scaled).
+    pub struct VaeDecodeInputs<T> { pub latents: T }
+}
+
+crate::program_args! {
+    /// `[B, out_channels, h * f, w * f]` f32 images in [0, 1].
+    pub struct VaeDecodeOutputs<T> { pub images: T }
+}
+
+pub type VaeDecode = Program<VaeDecodeInputs<Arg>, VaeDecodeOutputs<Output>>;
+
+/// `clip(decode(latents / scaling_factor) / 2 + 0.5)`, as diffusers' image processor gives the
+/// images before quantising.
 pub fn build_vae_decode(
     config: &AutoencoderKLConfig,
     dtype: DType,
     batch: usize,
     latent_size: [usize; 2],
-) -> Result<SamplingProgram> {
+) -> Result<VaeDecode> {
     if config.scaling_factor == 0.0 {
         return Err(GraphError::invalid(
             "vae decode",
@@ -165,23 +216,26 @@ pub fn build_vae_decode(
     let vae = AutoencoderKL::new(config.clone())?;
     let [h, w] = latent_size.map(|x| x as i64);
     let dims = [batch as i64, config.latent_channels as i64, h, w];
-    let latents = p.input("latents", Shape::new(DType::F32, &dims))?;
+    let decl = VaeDecodeInputs {
+        latents: Arg::sharded(DType::F32, &dims),
+    };
+    let x = declare(&p, &decl)?;
     let sf = g.splat(config.scaling_factor, DType::F32, &dims)?;
-    let z = latents.divide(&sf)?.convert(dtype)?;
-    let image = vae.decode(&p, &z)?.convert(DType::F32)?;
+    let z = x.latents.divide(&sf)?.convert(dtype)?;
+    let image = p.scope(VAE, |p| vae.decode(p, &z))?.convert(DType::F32)?;
     let zero = g.scalar(0.0, DType::F32)?;
     let one = g.scalar(1.0, DType::F32)?;
     let image = image.mul_scalar(0.5)?.add_scalar(0.5)?.clamp(&zero, &one)?;
-    Ok(SamplingProgram {
-        text: g.to_stablehlo(&[&image])?,
-        args: p.specs(),
-    })
+    let outputs = VaeDecodeOutputs {
+        images: Traced::sharded(image),
+    };
+    Ok(finish(&p, decl, outputs)?.using_part_of(VAE, vae.weight_specs(dtype)?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::params::ParamKind;
+    use crate::programs::interface::Args;
     use crate::schedulers::{build_scheduler, SchedulerConfig, SchedulerKind};
 
     fn tiny_unet() -> UNet2DConditionConfig {
@@ -224,12 +278,7 @@ mod tests {
                 noise,
             })
             .unwrap();
-            let inputs: Vec<&str> = program
-                .args
-                .iter()
-                .filter(|a| a.kind == ParamKind::Input)
-                .map(|a| a.name.as_str())
-                .collect();
+            let inputs = program.inputs.names();
             let mut want = vec![
                 "latents",
                 "context",
@@ -255,11 +304,8 @@ mod tests {
         let names = |n| {
             build_text_encode(&clip, DType::F32, 6, n)
                 .unwrap()
-                .args
-                .into_iter()
-                .filter(|a| a.kind == ParamKind::Input)
-                .map(|a| a.name)
-                .collect::<Vec<_>>()
+                .inputs
+                .names()
         };
         assert_eq!(names(0), ["input_ids"]);
         assert_eq!(names(2), ["input_ids", "rows"]);

@@ -11,14 +11,16 @@
 //! the scaled gradient to the accumulator.
 
 use crate::models::clip::{CLIPTextConfig, CLIPTextModel};
-use crate::models::params::{ParamSpec, Params};
+use crate::models::params::Params;
 use crate::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use crate::optim::{adamw_update, AdamWConfig};
+use crate::programs::interface::{
+    declare, finish, Arg, Output, Program, Traced, TEXT_ENCODER, UNET, VAE,
+};
 use crate::schedulers::{add_noise, training_target, NoiseScheduleConfig};
 use crate::{
-    random, value_and_grad, ArgAttrs, ComparisonDirection, DType, Graph, GraphError, Result, Shape,
-    Tensor,
+    random, value_and_grad, ComparisonDirection, DType, Graph, GraphError, Result, Tensor,
 };
 
 /// Where the step gets its latent distribution from.
@@ -61,23 +63,111 @@ pub struct TrainStepConfig {
     pub reversed_kernels: bool,
 }
 
-/// The printed program and what its arguments are.
-pub struct TrainStepProgram {
-    pub text: String,
-    /// Every argument in order: frozen weights by checkpoint key, then the per-step inputs
-    /// named in `INPUTS`.
-    pub args: Vec<ParamSpec>,
+crate::program_args! {
+    /// The trainable rows and their AdamW state, donated to the step and returned updated:
+    /// they stay on the devices for the whole run.
+    pub struct RowState<T> {
+        /// The learned embedding rows `[num_vectors, hidden]` f32.
+        pub rows: T,
+        pub exp_avg: T,
+        pub exp_avg_sq: T,
+        /// The gradient summed over a gradient-accumulation window so far.
+        pub grad_acc: T,
+    }
 }
 
-/// Key prefixes of the three models' weights in the program.
-pub const TEXT_ENCODER: &str = "text_encoder";
-pub const UNET: &str = "unet";
-pub const VAE: &str = "vae";
+crate::program_args! {
+    /// The step's run-time inputs.
+    pub struct TrainStepInputs<T> {
+        /// `[B, C, H, W]` pixels in [-1, 1], compute dtype (`LatentSource::Encode`).
+        pub pixel_values: Option<T>,
+        /// `[entries, 2 * C * h * w]` VAE moments, compute dtype (`LatentSource::Cached`).
+        pub moment_table: Option<T>,
+        /// `[B]` i32: each sample's entry in the moment table.
+        pub moment_index: Option<T>,
+        /// `[B, L]` i32 token ids of the captions.
+        pub input_ids: T,
+        pub state: RowState<T>,
+        /// f32 scalars: the learning rate, the 1-based optimizer step, and 1 on the last
+        /// micro-step of an accumulation window (else 0).
+        pub lr: T,
+        pub step: T,
+        pub apply: T,
+        /// `[2]` u32: the step's key (drawn randomness).
+        pub key: Option<T>,
+        /// `[B]` i32: the global index of each sample in the step's batch.
+        pub sample_index: Option<T>,
+        /// Given randomness (`explicit_randomness`): `[B, C, h, w]` f32 latent and diffusion
+        /// noise, `[B]` i32 timesteps.
+        pub latent_eps: Option<T>,
+        pub noise: Option<T>,
+        pub timesteps: Option<T>,
+    }
+}
 
-/// Outputs, in order. The first four alias the inputs of the same names.
-pub const OUTPUTS: [&str; 5] = ["rows", "exp_avg", "exp_avg_sq", "grad_acc", "loss"];
+crate::program_args! {
+    /// The step's outputs: the state for the next step, and the loss averaged over devices.
+    pub struct TrainStepOutputs<T> {
+        pub state: RowState<T>,
+        pub loss: T,
+    }
+}
 
-pub fn build_train_step(c: &TrainStepConfig) -> Result<TrainStepProgram> {
+/// The compiled-to-be training step.
+pub type TrainStep = Program<TrainStepInputs<Arg>, TrainStepOutputs<Output>>;
+
+impl TrainStepConfig {
+    /// Samples per device, learned rows, their width, latent channels and latent size.
+    fn dims(&self) -> [i64; 5] {
+        let f = self.vae.downscale_factor();
+        [
+            self.batch,
+            self.num_vectors,
+            self.text_encoder.hidden_size,
+            self.vae.latent_channels,
+            self.resolution / f,
+        ]
+        .map(|x| x as i64)
+    }
+
+    /// The inputs the step takes for this configuration.
+    pub fn inputs(&self) -> TrainStepInputs<Arg> {
+        let [b, n, d, ch, h] = self.dims();
+        let r = self.resolution as i64;
+        let cached = match self.latents {
+            LatentSource::Cached { entries } => Some(entries as i64),
+            LatentSource::Encode => None,
+        };
+        let explicit = self.explicit_randomness;
+        let row = || Arg::replicated(DType::F32, &[n, d]).donated();
+        let scalar = || Arg::replicated(DType::F32, &[]);
+        let noise = || Arg::sharded(DType::F32, &[b, ch, h, h]);
+        TrainStepInputs {
+            pixel_values: cached
+                .is_none()
+                .then(|| Arg::sharded(self.compute_dtype, &[b, self.vae.in_channels as i64, r, r])),
+            moment_table: cached.map(|e| Arg::replicated(self.compute_dtype, &[e, 2 * ch * h * h])),
+            moment_index: cached.map(|_| Arg::sharded(DType::I32, &[b])),
+            input_ids: Arg::sharded(DType::I32, &[b, self.seq_len as i64]),
+            state: RowState {
+                rows: row(),
+                exp_avg: row(),
+                exp_avg_sq: row(),
+                grad_acc: row(),
+            },
+            lr: scalar(),
+            step: scalar(),
+            apply: scalar(),
+            key: (!explicit).then(|| Arg::replicated(DType::U32, &[2])),
+            sample_index: (!explicit).then(|| Arg::sharded(DType::I32, &[b])),
+            latent_eps: explicit.then(noise),
+            noise: explicit.then(noise),
+            timesteps: explicit.then(|| Arg::sharded(DType::I32, &[b])),
+        }
+    }
+}
+
+pub fn build_train_step(c: &TrainStepConfig) -> Result<TrainStep> {
     let g = Graph::new();
     let p = Params::new(&g, c.compute_dtype);
     let clip = CLIPTextModel::new(c.text_encoder.clone())?;
@@ -87,83 +177,16 @@ pub fn build_train_step(c: &TrainStepConfig) -> Result<TrainStepProgram> {
         .noise
         .alphas_cumprod()
         .map_err(|reason| GraphError::invalid("noise schedule", reason))?;
-    let (b, n, d) = (
-        c.batch as i64,
-        c.num_vectors as i64,
-        c.text_encoder.hidden_size as i64,
-    );
-    let f = c.vae.downscale_factor() as i64;
-    let (ch, h) = (c.vae.latent_channels as i64, c.resolution as i64 / f);
-    let f32s = |dims: &[i64]| Shape::new(DType::F32, dims);
+    let [b, _, _, ch, h] = c.dims();
+    let decl = c.inputs();
+    let x = declare(&p, &decl)?;
 
-    // Weights first (declared as the models trace), then the per-step inputs.
     // Each model binds its weights under its component name (`unet.conv_in.weight`), so the
     // host can feed each from its own folder.
     let frozen_table = p.scope(TEXT_ENCODER, |p| clip.token_embedding(p))?;
-    let (mean, logvar) = match c.latents {
-        LatentSource::Encode => {
-            let pixels = Shape::new(
-                c.compute_dtype,
-                &[
-                    b,
-                    c.vae.in_channels as i64,
-                    c.resolution as i64,
-                    c.resolution as i64,
-                ],
-            );
-            let pixel_values = p.input("pixel_values", pixels)?;
-            let (mean, logvar) = p.scope(VAE, |p| vae.encode(p, &pixel_values))?;
-            (mean.convert(DType::F32)?, logvar.convert(DType::F32)?)
-        }
-        LatentSource::Cached { entries } => {
-            let table = p.input(
-                "moment_table",
-                Shape::new(c.compute_dtype, &[entries as i64, 2 * ch * h * h]),
-            )?;
-            let index = p.input("moment_index", Shape::new(DType::I32, &[b]))?;
-            let moments =
-                table
-                    .take_rows(&index)?
-                    .convert(DType::F32)?
-                    .reshape(&[b, 2 * ch, h, h])?;
-            (
-                moments.slice_axis(1, 0, ch)?,
-                moments.slice_axis(1, ch, 2 * ch)?,
-            )
-        }
-    };
-    let input_ids = p.input("input_ids", Shape::new(DType::I32, &[b, c.seq_len as i64]))?;
-    let rows = p.input("rows", f32s(&[n, d]))?;
-    let exp_avg = p.input("exp_avg", f32s(&[n, d]))?;
-    let exp_avg_sq = p.input("exp_avg_sq", f32s(&[n, d]))?;
-    let grad_acc = p.input("grad_acc", f32s(&[n, d]))?;
-    let lr = p.input("lr", f32s(&[]))?;
-    let step = p.input("step", f32s(&[]))?;
-    let apply = p.input("apply", f32s(&[]))?;
-    for (i, t) in [&rows, &exp_avg, &exp_avg_sq, &grad_acc]
-        .into_iter()
-        .enumerate()
-    {
-        g.set_arg_attrs(
-            t,
-            ArgAttrs {
-                aliasing_output: Some(i),
-                sharding: None,
-            },
-        )?;
-    }
-
-    let (eps, noise, timesteps) = if c.explicit_randomness {
-        (
-            p.input("latent_eps", f32s(&[b, ch, h, h]))?,
-            p.input("noise", f32s(&[b, ch, h, h]))?,
-            p.input("timesteps", Shape::new(DType::I32, &[b]))?,
-        )
-    } else {
-        let key = p.input("key", Shape::new(DType::U32, &[2]))?;
-        let index = p.input("sample_index", Shape::new(DType::I32, &[b]))?;
-        per_sample_draws(&key, &index, [ch, h], c.noise.num_train_timesteps as i32)?
-    };
+    let (mean, logvar) = latent_moments(&p, &vae, &x, [b, ch, h])?;
+    let s = &x.state;
+    let (eps, noise, timesteps) = draws(&x, [ch, h], c.noise.num_train_timesteps as i32)?;
     let latents = mean
         .add(&logvar.mul_scalar(0.5)?.exponential()?.multiply(&eps)?)?
         .mul_scalar(c.vae.scaling_factor)?;
@@ -177,9 +200,9 @@ pub fn build_train_step(c: &TrainStepConfig) -> Result<TrainStepProgram> {
     )?;
 
     // The placeholder tokens are the last `n` ids, appended after the frozen vocabulary.
-    let table = g.concatenate(&[frozen_table, rows.convert(c.compute_dtype)?], 0)?;
+    let table = g.concatenate(&[frozen_table, s.rows.convert(c.compute_dtype)?], 0)?;
     let encoder_hidden_states = p.scope(TEXT_ENCODER, |p| {
-        clip.forward_with_token_embedding(p, &input_ids, &table)
+        clip.forward_with_token_embedding(p, &x.input_ids, &table)
     })?;
     let noisy = noisy.convert(c.compute_dtype)?;
     let unet_params = if c.reversed_kernels {
@@ -193,34 +216,103 @@ pub fn build_train_step(c: &TrainStepConfig) -> Result<TrainStepProgram> {
     let diff = pred.convert(DType::F32)?.subtract(&target)?;
     let count = diff.dims().iter().product::<i64>() as f64;
     let loss = diff.square()?.sum_all()?.mul_scalar(1.0 / count)?;
-    let (loss, grads) = value_and_grad(&loss, std::slice::from_ref(&rows))?;
+    let (loss, grads) = value_and_grad(&loss, std::slice::from_ref(&s.rows))?;
     let (loss, grad) = mean_over_devices(&loss, &grads[0], c.num_devices)?;
 
-    let grad_total = grad_acc.add(&grad.mul_scalar(1.0 / c.gradient_accumulation_steps as f64)?)?;
+    let outputs = TrainStepOutputs {
+        state: update(c, s, &grad, &x.lr, &x.step, &x.apply)?,
+        loss: Traced::replicated(loss),
+    };
+    let program = finish(&p, decl, outputs)?;
+    Ok(match c.latents {
+        LatentSource::Encode => program.using_part_of(VAE, vae.weight_specs(c.compute_dtype)?),
+        LatentSource::Cached { .. } => program,
+    })
+}
+
+fn missing(what: &str) -> GraphError {
+    GraphError::invalid("train step", format!("no {what} input"))
+}
+
+/// The latent distribution's mean and log-variance `[B, C, h, w]` in f32: from the VAE
+/// encoder on the pixels, or looked up in the moment table.
+fn latent_moments(
+    p: &Params,
+    vae: &AutoencoderKL,
+    x: &TrainStepInputs<Tensor>,
+    [b, ch, h]: [i64; 3],
+) -> Result<(Tensor, Tensor)> {
+    match (&x.pixel_values, &x.moment_table, &x.moment_index) {
+        (Some(pixel_values), _, _) => {
+            let (mean, logvar) = p.scope(VAE, |p| vae.encode(p, pixel_values))?;
+            Ok((mean.convert(DType::F32)?, logvar.convert(DType::F32)?))
+        }
+        (None, Some(table), Some(index)) => {
+            let moments =
+                table
+                    .take_rows(index)?
+                    .convert(DType::F32)?
+                    .reshape(&[b, 2 * ch, h, h])?;
+            Ok((
+                moments.slice_axis(1, 0, ch)?,
+                moments.slice_axis(1, ch, 2 * ch)?,
+            ))
+        }
+        _ => Err(missing("latent")),
+    }
+}
+
+/// The latent sampling noise, the diffusion noise and the timesteps: given, or drawn.
+fn draws(
+    x: &TrainStepInputs<Tensor>,
+    [ch, h]: [i64; 2],
+    timesteps: i32,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    match (&x.latent_eps, &x.noise, &x.timesteps) {
+        (Some(eps), Some(noise), Some(t)) => Ok((eps.clone(), noise.clone(), t.clone())),
+        _ => {
+            let key = x.key.as_ref().ok_or_else(|| missing("key"))?;
+            let index = x
+                .sample_index
+                .as_ref()
+                .ok_or_else(|| missing("sample_index"))?;
+            per_sample_draws(key, index, [ch, h], timesteps)
+        }
+    }
+}
+
+/// The state after a micro-step: the gradient added to the accumulator, and with `apply` set,
+/// the AdamW update of the rows from the accumulated gradient (which is then cleared).
+fn update(
+    c: &TrainStepConfig,
+    s: &RowState<Tensor>,
+    grad: &Tensor,
+    lr: &Tensor,
+    step: &Tensor,
+    apply: &Tensor,
+) -> Result<RowState<Traced>> {
+    let g = grad.graph();
+    let grad_total = s
+        .grad_acc
+        .add(&grad.mul_scalar(1.0 / c.gradient_accumulation_steps as f64)?)?;
     let updated = adamw_update(
-        &rows,
-        &exp_avg,
-        &exp_avg_sq,
+        &s.rows,
+        &s.exp_avg,
+        &s.exp_avg_sq,
         &grad_total,
-        &lr,
-        &step,
+        lr,
+        step,
         &c.adamw,
     )?;
     let on = apply
         .compare(&g.scalar(0.5, DType::F32)?, ComparisonDirection::Gt)?
-        .broadcast_to(&[n, d])?;
-    let choose = |a: &Tensor, b: &Tensor| on.select(a, b);
-    let outputs = [
-        choose(&updated.params, &rows)?,
-        choose(&updated.exp_avg, &exp_avg)?,
-        choose(&updated.exp_avg_sq, &exp_avg_sq)?,
-        choose(&grad_total.zeros_like()?, &grad_total)?,
-        loss,
-    ];
-    let text = g.to_stablehlo(&outputs.iter().collect::<Vec<_>>())?;
-    Ok(TrainStepProgram {
-        text,
-        args: p.specs(),
+        .broadcast_to(&s.rows.dims())?;
+    let choose = |a: &Tensor, b: &Tensor| on.select(a, b).map(Traced::replicated);
+    Ok(RowState {
+        rows: choose(&updated.params, &s.rows)?,
+        exp_avg: choose(&updated.exp_avg, &s.exp_avg)?,
+        exp_avg_sq: choose(&updated.exp_avg_sq, &s.exp_avg_sq)?,
+        grad_acc: choose(&grad_total.zeros_like()?, &grad_total)?,
     })
 }
 
@@ -265,33 +357,40 @@ fn mean_over_devices(loss: &Tensor, grad: &Tensor, devices: usize) -> Result<(Te
     ))
 }
 
-/// The VAE moments `[B, 2 * latent_channels, h * w]` flattened per sample, for the latent
-/// cache: arguments are the VAE weights then `pixel_values`.
+crate::program_args! {
+    /// The latent cache program's input: `[B, C, H, W]` pixels in the compute dtype.
+    pub struct EncodeMomentsInputs<T> { pub pixel_values: T }
+}
+
+crate::program_args! {
+    /// Its output: the VAE moments `[B, 2 * latent_channels * h * w]`, mean then log-variance,
+    /// flattened per sample.
+    pub struct EncodeMomentsOutputs<T> { pub moments: T }
+}
+
+pub type EncodeMoments = Program<EncodeMomentsInputs<Arg>, EncodeMomentsOutputs<Output>>;
+
+/// The VAE moments of a batch of images, for the latent cache (the VAE's encoder alone).
 pub fn build_encode_moments(
     vae: &AutoencoderKLConfig,
     dtype: DType,
     batch: usize,
     resolution: usize,
-) -> Result<TrainStepProgram> {
+) -> Result<EncodeMoments> {
     let g = Graph::new();
     let p = Params::new(&g, dtype);
     let model = AutoencoderKL::new(vae.clone())?;
-    let pixels = Shape::new(
-        dtype,
-        &[
-            batch as i64,
-            vae.in_channels as i64,
-            resolution as i64,
-            resolution as i64,
-        ],
-    );
-    let pixel_values = p.input("pixel_values", pixels)?;
-    let (mean, logvar) = model.encode(&p, &pixel_values)?;
+    let r = resolution as i64;
+    let decl = EncodeMomentsInputs {
+        pixel_values: Arg::sharded(dtype, &[batch as i64, vae.in_channels as i64, r, r]),
+    };
+    let x = declare(&p, &decl)?;
+    let (mean, logvar) = p.scope(VAE, |p| model.encode(p, &x.pixel_values))?;
     let moments = g.concatenate(&[mean, logvar], 1)?;
     let dims = moments.dims();
     let flat = moments.reshape(&[dims[0], dims[1] * dims[2] * dims[3]])?;
-    Ok(TrainStepProgram {
-        text: g.to_stablehlo(&[&flat])?,
-        args: p.specs(),
-    })
+    let outputs = EncodeMomentsOutputs {
+        moments: Traced::sharded(flat),
+    };
+    Ok(finish(&p, decl, outputs)?.using_part_of(VAE, model.weight_specs(dtype)?))
 }

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use anyhow::{bail, Context, Result};
 use xla_graphs::models::params::{ParamKind, ParamSpec};
 
+use crate::io::weights::{WeightFiles, WeightSpec};
 use crate::pjrt::{Client, DeviceBuffer};
-use crate::weights::{WeightFiles, WeightSpec};
 
 /// The checkpoint names and shapes of the weights among `specs`, for `WeightFiles::check`.
 pub fn weight_specs(specs: &[ParamSpec]) -> Vec<WeightSpec> {

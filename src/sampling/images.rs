@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::atomic_file::write_atomic;
 use crate::data::resize::Rgb8;
+use crate::io::atomic_file::write_atomic;
 
 /// What made an image, stored in its text chunks.
 #[derive(Clone, Debug)]

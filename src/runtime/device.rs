@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use xla_graphs::DType;
+
 use crate::pjrt::{Client, CompileCache, NamedValue, Plugin};
 
 /// Which kind of accelerator a command runs on.
@@ -36,6 +38,49 @@ impl DeviceKind {
     pub fn install_command(self) -> String {
         format!("scripts/install-plugin.sh {}", self.name())
     }
+}
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum MixedPrecision {
+    /// float32 everywhere.
+    No,
+    /// bfloat16 weights and activations; rows, optimizer state and loss stay float32.
+    Bf16,
+}
+
+impl MixedPrecision {
+    /// The compute dtype of frozen weights and activations: `--mixed-precision` as given, or
+    /// bf16 on accelerators and f32 on a CPU (whose bf16 arithmetic is emulated and slower).
+    pub fn resolve(flag: Option<MixedPrecision>, device: DeviceKind) -> DType {
+        let mode = flag.unwrap_or(match device {
+            DeviceKind::Cpu => MixedPrecision::No,
+            _ => MixedPrecision::Bf16,
+        });
+        match mode {
+            MixedPrecision::No => DType::F32,
+            MixedPrecision::Bf16 => DType::BF16,
+        }
+    }
+}
+
+/// `--num-devices`, or every device of the client, checked against what the plugin has.
+pub fn resolve_devices(
+    client: &Client,
+    requested: Option<usize>,
+    device: DeviceKind,
+) -> Result<usize> {
+    let available = client.device_count();
+    let devices = requested.unwrap_or(available);
+    if devices == 0 || devices > available {
+        bail!(
+            "--num-devices {devices}: the {} plugin has {available} device(s)",
+            device.name()
+        );
+    }
+    Ok(devices)
 }
 
 /// The flags of every command that opens a client.

@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use xla_graphs::DType;
 
-use crate::tensor_file::{write_f32_atomic, F32Tensor};
-use crate::weights::{component_files, WeightFiles};
+use crate::io::tensor_file::{write_f32_atomic, F32Tensor};
+use crate::model::component::Component;
 
 const TOKEN_TABLE: &str = "text_model.embeddings.token_embedding.weight";
 
@@ -90,7 +90,10 @@ fn drop_absent_components(out: &Path) -> Result<()> {
         }
     }
     if changed {
-        crate::atomic_file::write_atomic(&path, serde_json::to_string_pretty(&index)?.as_bytes())?;
+        crate::io::atomic_file::write_atomic(
+            &path,
+            serde_json::to_string_pretty(&index)?.as_bytes(),
+        )?;
     }
     Ok(())
 }
@@ -130,8 +133,9 @@ fn write_text_encoder(
     rows: &[f32],
     hidden: usize,
 ) -> Result<()> {
-    let dir = model.join("text_encoder");
-    let files = WeightFiles::open(&component_files(&dir, "model", variant)?)?;
+    let component = Component::TextEncoder;
+    let dir = model.join(component.folder_name());
+    let files = component.open_in(model, variant)?;
     let to_f32 = |b: Vec<u8>| -> Vec<f32> {
         b.chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -168,7 +172,7 @@ fn write_text_encoder(
     let mut config: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
     config["vocab_size"] = json!(first_id + rows.len() / hidden);
-    crate::atomic_file::write_atomic(
+    crate::io::atomic_file::write_atomic(
         &out.join("config.json"),
         serde_json::to_string_pretty(&config)?.as_bytes(),
     )
@@ -186,7 +190,7 @@ fn write_tokenizer(from: &Path, out: &Path, tokens: &[String], first_id: usize) 
         ))
     };
     let write = |name: &str, v: &Value| {
-        crate::atomic_file::write_atomic(
+        crate::io::atomic_file::write_atomic(
             &out.join(name),
             serde_json::to_string_pretty(v)?.as_bytes(),
         )

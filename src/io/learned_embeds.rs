@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{ensure, Result};
 
-use crate::tensor_file::{write_f32_atomic, F32Tensor};
+use crate::io::tensor_file::{write_f32_atomic, F32Tensor};
 
 /// Writes the learned rows (row-major [num_vectors, hidden]) atomically to `path`.
 pub fn write_learned_embeds(

@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
-use super::torch_pickle;
-use crate::tokenizer::{placeholder_token_names, ClipTokenizer};
+use crate::io::torch_pickle;
+use crate::model::tokenizer::{placeholder_token_names, ClipTokenizer};
 
 /// The key of A1111's (and kohya's) safetensors embeddings.
 const EMB_PARAMS: &str = "emb_params";

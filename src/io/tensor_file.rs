@@ -164,5 +164,5 @@ pub fn write_f32_atomic(
         })
         .collect::<Result<Vec<_>>>()?;
     let data = safetensors::serialize(views, metadata)?;
-    crate::atomic_file::write_atomic(path, &data)
+    crate::io::atomic_file::write_atomic(path, &data)
 }

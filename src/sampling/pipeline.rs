@@ -3,24 +3,22 @@
 //! the prompts, runs the step once per timestep with the scheduler's scalars and state fed
 //! back, and decodes. Samples are sharded: device d holds sample slots `d * batch ..`.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use xla_graphs::models::vae::AutoencoderKL;
+use xla_graphs::programs::interface::{Arg, Args, Output};
 use xla_graphs::programs::sampling::{
-    build_denoise_step, build_text_encode, build_vae_decode, DenoiseStepConfig, StepNoise,
-    STEP_LATENTS,
+    build_denoise_step, build_text_encode, build_vae_decode, DenoiseInputs, DenoiseOutputs,
+    DenoiseStepConfig, StepNoise, TextEncodeInputs, TextEncodeOutputs, VaeDecodeInputs,
+    VaeDecodeOutputs,
 };
 use xla_graphs::schedulers::Scheduler;
 use xla_graphs::DType;
 
-use super::compiled::CompiledProgram;
-use crate::model_folder::ModelFolder;
-use crate::model_weights::DeviceWeights;
+use crate::model::folder::ModelFolder;
 use crate::pjrt::{Client, DeviceBuffer};
 use crate::rng::Key;
-use crate::train::step::open_component;
+use crate::runtime::program::{CompiledProgram, ProgramName};
 
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
@@ -81,10 +79,25 @@ pub struct SampleTimes {
     pub decode: Duration,
 }
 
+type TextProgram = CompiledProgram<TextEncodeInputs<Arg>, TextEncodeOutputs<Output>>;
+type StepProgram = CompiledProgram<DenoiseInputs<Arg>, DenoiseOutputs<Output>>;
+type DecodeProgram = CompiledProgram<VaeDecodeInputs<Arg>, VaeDecodeOutputs<Output>>;
+
+/// What to lower when sampling runs out of memory.
+const OUT_OF_MEMORY: &str =
+    "lower --num-samples, --height and --width, or use --mixed-precision bf16";
+
+const fn name(what: &'static str) -> ProgramName {
+    ProgramName {
+        what,
+        out_of_memory: OUT_OF_MEMORY,
+    }
+}
+
 pub struct Pipeline {
-    text: CompiledProgram,
-    step: CompiledProgram,
-    decode: CompiledProgram,
+    text: TextProgram,
+    step: StepProgram,
+    decode: DecodeProgram,
     scheduler: Box<dyn Scheduler>,
     config: PipelineConfig,
     /// One device's latents.
@@ -106,18 +119,7 @@ impl Pipeline {
 
         let program = build_text_encode(&folder.text_encoder, dtype, c.seq_len, c.num_rows)
             .context("cannot trace the text encoder")?;
-        let text = CompiledProgram::new(
-            client,
-            "text encoder",
-            &program.text,
-            &program.args,
-            c.devices,
-            || {
-                let files = open_component(folder, "text_encoder", "model")?;
-                DeviceWeights::upload(client, &files, &program.args, c.devices, "text_encoder")
-            },
-        )?;
-
+        let text = CompiledProgram::new(client, folder, program, c.devices, name("text encoder"))?;
         let program = build_denoise_step(&DenoiseStepConfig {
             unet: folder.unet.clone(),
             compute_dtype: dtype,
@@ -129,33 +131,11 @@ impl Pipeline {
             noise: c.noise,
         })
         .context("cannot trace the denoising step")?;
-        let step = CompiledProgram::new(
-            client,
-            "denoising step",
-            &program.text,
-            &program.args,
-            c.devices,
-            || {
-                let files = open_component(folder, "unet", "diffusion_pytorch_model")?;
-                DeviceWeights::upload(client, &files, &program.args, c.devices, "unet")
-            },
-        )?;
-
+        let step =
+            CompiledProgram::new(client, folder, program, c.devices, name("denoising step"))?;
         let program = build_vae_decode(&folder.vae, dtype, c.batch, latent_size)
             .context("cannot trace the VAE decoder")?;
-        let decode = CompiledProgram::new(
-            client,
-            "VAE decoder",
-            &program.text,
-            &program.args,
-            c.devices,
-            || {
-                let files = open_component(folder, "vae", "diffusion_pytorch_model")?;
-                let whole = AutoencoderKL::new(folder.vae.clone())?.weight_specs(dtype)?;
-                DeviceWeights::upload_part(client, &files, &program.args, &whole, c.devices, "vae")
-            },
-        )?;
-
+        let decode = CompiledProgram::new(client, folder, program, c.devices, name("VAE decoder"))?;
         let latent_dims = [
             c.batch as i64,
             folder.unet.in_channels as i64,
@@ -194,129 +174,27 @@ impl Pipeline {
         on_step: &mut dyn FnMut(usize),
     ) -> Result<Samples> {
         let started = Instant::now();
-        let c = &self.config;
-        let (devices, batch) = (c.devices, c.batch);
-        let per_device = batch * self.latent_len();
+        let per_device = self.config.batch * self.latent_len();
         anyhow::ensure!(
-            request.latents.len() == devices * per_device,
+            request.latents.len() == self.config.devices * per_device,
             "{} starting latent values for {} slots of {}",
             request.latents.len(),
             self.slots(),
             self.latent_len()
         );
-        let dims = self.latent_dims;
-        let on = |d: usize| -> std::ops::Range<usize> { d * per_device..(d + 1) * per_device };
-
-        let ids = (0..devices)
-            .map(|d| client.buffer_from_host(request.input_ids, &[2, c.seq_len as i64], d))
-            .collect::<Result<Vec<_>, _>>()?;
-        let rows = (0..devices)
-            .filter(|_| c.num_rows > 0)
-            .map(|d| {
-                let hidden = (request.rows.len() / c.num_rows) as i64;
-                client.buffer_from_host(request.rows, &[c.num_rows as i64, hidden], d)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let named = (0..devices)
-            .map(|d| {
-                let mut m = HashMap::from([("input_ids", &ids[d])]);
-                if let Some(r) = rows.get(d) {
-                    m.insert("rows", r);
-                }
-                m
-            })
-            .collect::<Vec<_>>();
-        let context: Vec<DeviceBuffer> = self
-            .text
-            .run(&named)?
-            .into_iter()
-            .map(|mut outs| outs.remove(0))
-            .collect();
+        let context = self.encode_text(client, request)?;
         let encoded = Instant::now();
-
-        let s = self.scheduler.as_ref();
-        let sigma = s.init_noise_sigma() as f32;
-        let scaled: Vec<f32> = request.latents.iter().map(|&v| v * sigma).collect();
-        let mut latents = (0..devices)
-            .map(|d| client.buffer_from_host(&scaled[on(d)], &dims, d))
-            .collect::<Result<Vec<_>, _>>()?;
-        let zeros = vec![0f32; per_device];
-        let mut state = (0..devices)
-            .map(|d| {
-                (0..s.num_state())
-                    .map(|_| client.buffer_from_host(&zeros, &dims, d))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let guidance = (0..devices)
-            .map(|d| client.buffer_from_host(&[request.guidance_scale as f32], &[], d))
-            .collect::<Result<Vec<_>, _>>()?;
-        let state_names: Vec<String> = (0..s.num_state()).map(|i| format!("state{i}")).collect();
-
-        for (i, &t) in s.timesteps().iter().enumerate() {
-            let scalars: Vec<f32> = s.step_scalars(i).iter().map(|&v| v as f32).collect();
-            let k = scalars.len() as i64;
-            let mut per_step = Vec::with_capacity(devices);
-            for d in 0..devices {
-                let mut bufs = vec![
-                    ("timestep", client.buffer_from_host(&[t as f32], &[], d)?),
-                    ("scalars", client.buffer_from_host(&scalars, &[k], d)?),
-                ];
-                match &request.noise {
-                    NoiseFeed::None => {}
-                    NoiseFeed::Keys(keys) => {
-                        let words: Vec<u32> = keys[d * batch..(d + 1) * batch]
-                            .iter()
-                            .flat_map(|key| key.fold_in(i as u32).data())
-                            .collect();
-                        let buf = client.buffer_from_host(&words, &[batch as i64, 2], d)?;
-                        bufs.push(("keys", buf));
-                    }
-                    NoiseFeed::Normals(steps) => {
-                        let normals = steps.get(i).with_context(|| {
-                            format!("no noise for step {i} ({} given)", steps.len())
-                        })?;
-                        let buf = client.buffer_from_host(&normals[on(d)], &dims, d)?;
-                        bufs.push(("noise", buf));
-                    }
-                }
-                per_step.push(bufs);
-            }
-            let named = (0..devices)
-                .map(|d| {
-                    let mut m: HashMap<&str, &DeviceBuffer> =
-                        per_step[d].iter().map(|(k, v)| (*k, v)).collect();
-                    m.insert("latents", &latents[d]);
-                    m.insert("context", &context[d]);
-                    m.insert("guidance_scale", &guidance[d]);
-                    for (name, buf) in state_names.iter().zip(&state[d]) {
-                        m.insert(name.as_str(), buf);
-                    }
-                    m
-                })
-                .collect::<Vec<_>>();
-            let outputs = self.step.run(&named)?;
-            drop(named);
-            (latents, state) = outputs
-                .into_iter()
-                .map(|mut outs| {
-                    let next = outs.remove(STEP_LATENTS);
-                    (next, outs)
-                })
-                .unzip();
-            on_step(i);
-        }
+        let latents = self.denoise(client, request, &context, on_step)?;
         let denoised = Instant::now();
-
-        let named = latents
-            .iter()
-            .map(|l| HashMap::from([("latents", l)]))
-            .collect::<Vec<_>>();
         let mut images = Vec::new();
-        for mut outs in self.decode.run(&named)? {
-            images.extend(outs.remove(0).to_vec::<f32>()?);
+        let inputs: Vec<_> = latents
+            .iter()
+            .map(|latents| VaeDecodeInputs { latents })
+            .collect();
+        for out in self.decode.run(&inputs)? {
+            images.extend(out.images.to_vec::<f32>()?);
         }
-        let mut final_latents = Vec::with_capacity(devices * per_device);
+        let mut final_latents = Vec::with_capacity(self.slots() * self.latent_len());
         for l in &latents {
             final_latents.extend(l.to_vec::<f32>()?);
         }
@@ -329,5 +207,118 @@ impl Pipeline {
                 decode: denoised.elapsed(),
             },
         })
+    }
+
+    /// The encoder states of the negative prompt and the prompt, on every device.
+    fn encode_text(
+        &self,
+        client: &Client,
+        request: &SampleRequest<'_>,
+    ) -> Result<Vec<DeviceBuffer>> {
+        let c = &self.config;
+        let upload = |d: usize| -> Result<TextEncodeInputs<DeviceBuffer>> {
+            let ids = client.buffer_from_host(request.input_ids, &[2, c.seq_len as i64], d)?;
+            let rows = match c.num_rows {
+                0 => None,
+                n => {
+                    let hidden = (request.rows.len() / n) as i64;
+                    Some(client.buffer_from_host(request.rows, &[n as i64, hidden], d)?)
+                }
+            };
+            Ok(TextEncodeInputs {
+                input_ids: ids,
+                rows,
+            })
+        };
+        let owned = (0..c.devices).map(upload).collect::<Result<Vec<_>>>()?;
+        let inputs: Vec<_> = owned.iter().map(Args::as_refs).collect();
+        Ok(self
+            .text
+            .run(&inputs)?
+            .into_iter()
+            .map(|o| o.context)
+            .collect())
+    }
+
+    /// Every denoising step from the scaled starting latents; returns each device's final
+    /// latents.
+    fn denoise(
+        &self,
+        client: &Client,
+        request: &SampleRequest<'_>,
+        context: &[DeviceBuffer],
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<Vec<DeviceBuffer>> {
+        let (devices, batch) = (self.config.devices, self.config.batch);
+        let per_device = batch * self.latent_len();
+        let dims = self.latent_dims;
+        let on = |d: usize| -> std::ops::Range<usize> { d * per_device..(d + 1) * per_device };
+        let s = self.scheduler.as_ref();
+        let sigma = s.init_noise_sigma() as f32;
+        let scaled: Vec<f32> = request.latents.iter().map(|&v| v * sigma).collect();
+        let zeros = vec![0f32; per_device];
+        let mut current = (0..devices)
+            .map(|d| {
+                Ok(DenoiseOutputs {
+                    latents: client.buffer_from_host(&scaled[on(d)], &dims, d)?,
+                    state: (0..s.num_state())
+                        .map(|_| client.buffer_from_host(&zeros, &dims, d))
+                        .collect::<Result<Vec<_>, _>>()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let guidance = (0..devices)
+            .map(|d| client.buffer_from_host(&[request.guidance_scale as f32], &[], d))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        for (i, &t) in s.timesteps().iter().enumerate() {
+            let scalars: Vec<f32> = s.step_scalars(i).iter().map(|&v| v as f32).collect();
+            let k = scalars.len() as i64;
+            let mut per_step = Vec::with_capacity(devices);
+            for d in 0..devices {
+                let (mut keys, mut noise) = (None, None);
+                match &request.noise {
+                    NoiseFeed::None => {}
+                    NoiseFeed::Keys(all) => {
+                        let words: Vec<u32> = all[d * batch..(d + 1) * batch]
+                            .iter()
+                            .flat_map(|key| key.fold_in(i as u32).data())
+                            .collect();
+                        keys = Some(client.buffer_from_host(&words, &[batch as i64, 2], d)?);
+                    }
+                    NoiseFeed::Normals(steps) => {
+                        let normals = steps.get(i).with_context(|| {
+                            format!("no noise for step {i} ({} given)", steps.len())
+                        })?;
+                        noise = Some(client.buffer_from_host(&normals[on(d)], &dims, d)?);
+                    }
+                }
+                let timestep = client.buffer_from_host(&[t as f32], &[], d)?;
+                let scalars = client.buffer_from_host(&scalars, &[k], d)?;
+                per_step.push((timestep, scalars, keys, noise));
+            }
+            let inputs: Vec<DenoiseInputs<&DeviceBuffer>> = per_step
+                .iter()
+                .zip(&current)
+                .enumerate()
+                .map(
+                    |(d, ((timestep, scalars, keys, noise), now))| DenoiseInputs {
+                        latents: &now.latents,
+                        context: &context[d],
+                        timestep,
+                        scalars,
+                        guidance_scale: &guidance[d],
+                        state: now.state.iter().collect(),
+                        keys: keys.as_ref(),
+                        noise: noise.as_ref(),
+                    },
+                )
+                .collect();
+            let next = self.step.run(&inputs)?;
+            drop(inputs);
+            current = next;
+            on_step(i);
+        }
+        Ok(current.into_iter().map(|o| o.latents).collect())
     }
 }

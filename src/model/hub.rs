@@ -21,7 +21,8 @@ use hf_hub::api::sync::{Api, ApiBuilder, ApiError, ApiRepo};
 use hf_hub::{Cache, Repo, RepoType};
 use indicatif::ProgressBar;
 
-use crate::weights::{shard_names, weight_file_names};
+use crate::io::weights::{shard_names, weight_file_names};
+use crate::model::component::Component;
 
 const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
@@ -30,13 +31,6 @@ const BAR_FROM_BYTES: u64 = 1 << 20;
 
 /// Retries of an interrupted file download within one run (each resumes where it stopped).
 const RETRIES: usize = 2;
-
-/// The model components ti-xla loads weights for, with their weight file stems.
-const WEIGHTS: [(&str, &str); 3] = [
-    ("text_encoder", "model"),
-    ("unet", "diffusion_pytorch_model"),
-    ("vae", "diffusion_pytorch_model"),
-];
 
 /// Files every diffusers pipeline ti-xla reads has.
 const REQUIRED: [&str; 5] = [
@@ -172,7 +166,8 @@ pub fn plan(has: &dyn Fn(&str) -> bool, variant: Option<&str>, what: &str) -> Re
     }
     files.extend(TOKENIZER.iter().filter(|n| has(n)).map(|n| n.to_string()));
     let mut indexes = Vec::new();
-    for (dir, stem) in WEIGHTS {
+    for component in Component::ALL {
+        let (dir, stem) = (component.folder_name(), component.file_stem());
         let (single, index_names) = weight_file_names(stem, variant);
         let path = |name: &str| format!("{dir}/{name}");
         if has(&path(&single)) {

@@ -1,6 +1,6 @@
 //! Finding and reading a diffusers-layout model folder (`model_index.json`, `tokenizer/`,
 //! `text_encoder/`, `unet/`, `vae/`, `scheduler/`): a local path, or a Hub repo id, downloaded
-//! into the Hugging Face cache by [`crate::hub`] (only looked up there with `HF_HUB_OFFLINE`).
+//! into the Hugging Face cache by [`crate::model::hub`] (only looked up there with `HF_HUB_OFFLINE`).
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +10,7 @@ use xla_graphs::models::clip::CLIPTextConfig;
 use xla_graphs::models::unet::UNet2DConditionConfig;
 use xla_graphs::models::vae::AutoencoderKLConfig;
 
-use crate::hub;
+use crate::model::hub;
 
 /// A model folder with its component configs parsed.
 #[derive(Debug)]

@@ -356,7 +356,7 @@ fn encode(values: &[f64], dtype: DType) -> Result<Vec<u8>> {
 /// shard index `<stem>.safetensors.index.json` (with a variant
 /// `<stem>.safetensors.index.<variant>.json`, or the older `<stem>.<variant>.safetensors.index.json`)
 /// whose `weight_map` lists the shards. Returns (the single file, the index names in the order
-/// they are looked for). The Hub download ([`crate::hub`]) picks files by the same names.
+/// they are looked for). The Hub download ([`crate::model::hub`]) picks files by the same names.
 pub fn weight_file_names(stem: &str, variant: Option<&str>) -> (String, Vec<String>) {
     match variant {
         Some(v) => (

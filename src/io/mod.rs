@@ -1,0 +1,9 @@
+//! File formats: checkpoint weights (safetensors, memory-mapped), named host tensors, learned
+//! embedding files, PyTorch pickles read without unpickling, and atomic writes.
+
+pub mod atomic_file;
+pub mod learned_embeds;
+pub mod tensor_file;
+pub mod torch_pickle;
+pub mod weights;
+pub mod zip_archive;
