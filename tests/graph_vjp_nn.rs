@@ -1,6 +1,7 @@
 //! The nn composites' gradients (built from the primitives' rules) against central finite
 //! differences in f64 through the CPU plugin, tolerance 1e-6 relative; plus the dtype
-//! handling of convert and of bf16 x bf16 -> f32 dot_general in the backward pass.
+//! handling of convert and of bf16 x bf16 -> f32 dot_general in the backward pass; and the
+//! attention core's values against an f64 reference.
 
 mod common;
 
@@ -57,26 +58,19 @@ fn composite_layers() {
         case(
             "attention (q, k, v)",
             vec![
-                rand(&[2, 3, 4], 92),
-                rand(&[2, 5, 4], 93),
-                rand(&[2, 5, 3], 94),
+                rand(&[2, 3, 2, 4], 92),
+                rand(&[2, 5, 2, 4], 93),
+                rand(&[2, 5, 2, 3], 94),
             ],
             &[0, 1, 2],
-            |_, p| {
-                nn::scaled_dot_product_attention(
-                    &p[0],
-                    &p[1],
-                    &p[2],
-                    &nn::AttentionOptions::default(),
-                )
-            },
+            |_, p| nn::multi_head_attention(&p[0], &p[1], &p[2], &nn::AttentionOptions::default()),
         ),
         case(
             "attention (causal, additive mask)",
             vec![
-                rand(&[2, 4, 4], 95),
-                rand(&[2, 4, 4], 96),
-                rand(&[2, 4, 3], 97),
+                rand(&[1, 4, 2, 4], 95),
+                rand(&[1, 4, 2, 4], 96),
+                rand(&[1, 4, 2, 3], 97),
                 rand(&[4, 4], 98),
             ],
             &[0, 1, 2, 3],
@@ -85,9 +79,20 @@ fn composite_layers() {
                     causal: true,
                     scale: Some(0.7),
                     mask: Some(p[3].clone()),
+                    ..nn::AttentionOptions::default()
                 };
-                nn::scaled_dot_product_attention(&p[0], &p[1], &p[2], &o)
+                nn::multi_head_attention(&p[0], &p[1], &p[2], &o)
             },
+        ),
+        case(
+            "attention (scaled q, normalised after v)",
+            vec![
+                rand(&[2, 3, 2, 4], 92),
+                rand(&[2, 5, 2, 4], 93),
+                rand(&[2, 5, 2, 3], 94),
+            ],
+            &[0, 1, 2],
+            |_, p| nn::multi_head_attention(&p[0], &p[1], &p[2], &unet_order()),
         ),
         case(
             "upsample_nearest_2x",
@@ -152,4 +157,120 @@ fn bf16_dot_with_f32_result_differentiates_in_bf16() {
         .map(|(i, k)| (0..4).map(|j| r.data[i * 4 + j] * wa.data[k * 4 + j]).sum())
         .collect();
     assert_close("bf16 dot backward", &got[0], &want, 1e-2);
+}
+
+/// The UNet's and VAE's order, with `upcast_attention` on; the default order is CLIP's.
+fn unet_order() -> nn::AttentionOptions {
+    nn::AttentionOptions {
+        upcast: true,
+        scale_at: nn::ScaleAt::Queries,
+        normalize: nn::Normalize::AfterValues,
+        ..nn::AttentionOptions::default()
+    }
+}
+
+/// `softmax(q k^T * scale + mask) v` in f64 over `[B, L, H, d]` heads; `mask` is `[Lq, Lk]`.
+fn attention_reference(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    scale: f64,
+    mask: Option<&Array>,
+    causal: bool,
+) -> Vec<f64> {
+    let (b, lq, h, d) = (q.dims[0], q.dims[1], q.dims[2], q.dims[3]);
+    let (lk, dv) = (k.dims[1], v.dims[3]);
+    let mut out = vec![0.0; (b * lq * h * dv) as usize];
+    for (bi, i, hi) in
+        (0..b).flat_map(|bi| (0..lq).flat_map(move |i| (0..h).map(move |hi| (bi, i, hi))))
+    {
+        let scores: Vec<f64> = (0..lk)
+            .map(|j| {
+                let dot: f64 = (0..d)
+                    .map(|c| {
+                        q.data[ravel(&[bi, i, hi, c], &q.dims)]
+                            * k.data[ravel(&[bi, j, hi, c], &k.dims)]
+                    })
+                    .sum();
+                let m = mask.map_or(0.0, |m| m.data[ravel(&[i, j], &m.dims)]);
+                if causal && j > i {
+                    f64::NEG_INFINITY
+                } else {
+                    dot * scale + m
+                }
+            })
+            .collect();
+        let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        for c in 0..dv {
+            out[ravel(&[bi, i, hi, c], &[b, lq, h, dv])] = (0..lk)
+                .map(|j| e[j as usize] / sum * v.data[ravel(&[bi, j, hi, c], &v.dims)])
+                .sum();
+        }
+    }
+    out
+}
+
+/// The attention core's values, in each order and with the masks, against the f64
+/// reference: exactly in f64, to bf16 rounding in bf16 (scores in f32 there).
+#[test]
+fn attention_matches_the_reference() {
+    let round = |a: Array, dtype: DType| {
+        let data = match dtype {
+            DType::BF16 => a
+                .data
+                .iter()
+                .map(|&v| half::bf16::from_f64(v).to_f64())
+                .collect(),
+            _ => a.data.clone(),
+        };
+        Array::new(dtype, &a.dims, data)
+    };
+    let causal = nn::AttentionOptions {
+        causal: true,
+        scale: Some(0.7),
+        ..nn::AttentionOptions::default()
+    };
+    let variants = [
+        ("default", nn::AttentionOptions::default(), false),
+        ("unet order", unet_order(), false),
+        ("causal, mask", causal.clone(), true),
+        (
+            "causal, mask, unet order",
+            nn::AttentionOptions {
+                scale_at: nn::ScaleAt::Queries,
+                normalize: nn::Normalize::AfterValues,
+                ..causal
+            },
+            true,
+        ),
+    ];
+    for dtype in [DType::F64, DType::BF16] {
+        let q = round(rand(&[2, 4, 3, 4], 111), dtype);
+        let k = round(rand(&[2, 4, 3, 4], 112), dtype);
+        let v = round(rand(&[2, 4, 3, 5], 113), dtype);
+        let mask = round(rand(&[4, 4], 114), dtype);
+        for (name, o, masked) in &variants {
+            let g = Graph::new();
+            let [qt, kt, vt, mt] = [("q", &q), ("k", &k), ("v", &v), ("mask", &mask)]
+                .map(|(n, a)| g.parameter(n, a.shape()).unwrap());
+            let o = nn::AttentionOptions {
+                mask: masked.then_some(mt),
+                ..o.clone()
+            };
+            let y = nn::multi_head_attention(&qt, &kt, &vt, &o).unwrap();
+            assert_eq!(y.shape(), Shape::new(dtype, &[2, 4, 3, 5]), "{name}");
+            let got = run(&g, &[&y], &[q.clone(), k.clone(), v.clone(), mask.clone()]);
+            let scale = o.scale.unwrap_or(0.5);
+            let want = attention_reference(&q, &k, &v, scale, masked.then_some(&mask), o.causal);
+            let tol = if dtype == DType::BF16 { 1e-2 } else { 1e-12 };
+            assert_close(
+                &format!("attention {name} ({dtype:?})"),
+                &got[0],
+                &want,
+                tol,
+            );
+        }
+    }
 }

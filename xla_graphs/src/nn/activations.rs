@@ -1,4 +1,4 @@
-//! Activations: silu, gelu (erf and tanh forms), quick_gelu, softmax.
+//! Activations: silu, gelu (erf and tanh forms), quick_gelu, softmax (and its two factors).
 
 use crate::nn::reduce::expand_reduced;
 use crate::{Result, Tensor};
@@ -34,14 +34,21 @@ pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
     x.multiply(&x.mul_scalar(1.702)?.logistic()?)
 }
 
-/// Softmax along `axis`, with the row maximum subtracted first so exp cannot overflow. The
-/// maximum is a constant for autodiff: it cancels out of the result.
+/// Softmax along `axis`, with the row maximum subtracted first so exp cannot overflow.
 pub fn softmax(x: &Tensor, axis: usize) -> Result<Tensor> {
+    let (e, sum) = softmax_terms(x, axis)?;
+    e.divide(&expand_reduced(&sum, &x.dims(), &[axis])?)
+}
+
+/// Softmax's numerator `exp(x - max)` and its sum along `axis` (reduced away), for callers
+/// that divide somewhere cheaper than on `x`'s shape. The maximum is a constant for autodiff:
+/// it cancels out of the quotient.
+pub fn softmax_terms(x: &Tensor, axis: usize) -> Result<(Tensor, Tensor)> {
     let dims = x.dims();
     let m = x.reduce_max(&[axis])?.stop_gradient()?;
     let e = x
         .subtract(&expand_reduced(&m, &dims, &[axis])?)?
         .exponential()?;
-    let s = expand_reduced(&e.reduce_sum(&[axis])?, &dims, &[axis])?;
-    e.divide(&s)
+    let sum = e.reduce_sum(&[axis])?;
+    Ok((e, sum))
 }

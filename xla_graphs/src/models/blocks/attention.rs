@@ -1,12 +1,11 @@
 //! diffusers' `Attention` module (`attention_processor.py`, run by `AttnProcessor2_0`): q/k/v
 //! projections, multi-head scaled dot-product attention, `to_out.0`; optionally a group norm
 //! in front and a residual and rescale behind, as the VAE's mid-block attention uses them.
-//! Scores and softmax are computed in f32 whatever the compute dtype: bf16 probabilities over
-//! thousands of latent pixels would lose the small weights entirely.
+//! The attention itself is `nn::multi_head_attention`.
 
-use crate::models::modules::{group_norm, linear, statistics_dtype};
+use crate::models::modules::{group_norm, linear};
 use crate::models::params::Params;
-use crate::{nn, DotDimensionNumbers, DotGeneral, GraphError, Result, Tensor};
+use crate::{nn, GraphError, Result, Tensor};
 
 /// The constructor arguments of diffusers' `Attention` that SD's UNet and VAE set.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -122,7 +121,15 @@ pub fn attention(
     let q = split(linear(p, "to_q", &h, c.query_dim, inner, c.bias)?, len)?;
     let k = split(linear(p, "to_k", kv_in, kv_dim, inner, c.bias)?, lk)?;
     let v = split(linear(p, "to_v", kv_in, kv_dim, inner, c.bias)?, lk)?;
-    let out = multi_head_attention(&q, &k, &v, c.upcast_attention)?.reshape(&[b, len, inner])?;
+    // q scaled and the softmax divided after the value product: two fewer sweeps over the
+    // score matrix, SD's largest tensor.
+    let o = nn::AttentionOptions {
+        upcast: c.upcast_attention,
+        scale_at: nn::ScaleAt::Queries,
+        normalize: nn::Normalize::AfterValues,
+        ..nn::AttentionOptions::default()
+    };
+    let out = nn::multi_head_attention(&q, &k, &v, &o)?.reshape(&[b, len, inner])?;
     let mut out = p.scope("to_out", |p| linear(p, "0", &out, inner, c.query_dim, true))?;
     if image {
         out = out
@@ -136,68 +143,6 @@ pub fn attention(
         out = out.mul_scalar(1.0 / c.rescale_output_factor)?;
     }
     Ok(out)
-}
-
-/// `softmax(q k^T / sqrt(d)) v` over heads laid out as `[B, L, H, d]` (how the projections
-/// produce them), returned as `[B, Lq, H, d]`. Batching over B and H in place traces no
-/// transposes before the products.
-///
-/// The score matrix `[B, H, Lq, Lk]` is the one large tensor (512 MB per layer at SD's 64x64
-/// latents), so each elementwise pass over it costs a memory sweep: the scale is applied to q
-/// before the product and the softmax denominator after the second product (on `[.., d]`
-/// rows), leaving max, exp and sum as the only passes. Equal to the textbook order up to
-/// rounding.
-pub fn multi_head_attention(q: &Tensor, k: &Tensor, v: &Tensor, upcast: bool) -> Result<Tensor> {
-    let dtype = q.dtype();
-    let head_dim = q.dims()[3];
-    let wide = statistics_dtype(dtype);
-    let (q, k) = if upcast && wide != dtype {
-        (q.convert(wide)?, k.convert(wide)?)
-    } else {
-        (q.clone(), k.clone())
-    };
-    let q = q.mul_scalar(1.0 / (head_dim as f64).sqrt())?;
-    let to_wide = (q.dtype() != wide).then_some(wide);
-    // [B, Lq, H, d] x [B, Lk, H, d] -> [B, H, Lq, Lk]
-    let qk = DotGeneral {
-        dims: DotDimensionNumbers {
-            lhs_batching_dimensions: vec![0, 2],
-            rhs_batching_dimensions: vec![0, 2],
-            lhs_contracting_dimensions: vec![3],
-            rhs_contracting_dimensions: vec![3],
-        },
-        result_dtype: to_wide,
-        ..DotGeneral::default()
-    };
-    let scores = q.dot_general_with(&k, qk)?;
-    let sd = scores.dims();
-    // The row maximum only keeps exp in range; it cancels out, so autodiff may ignore it.
-    let max = scores.reduce_max(&[3])?.stop_gradient()?;
-    let e = scores
-        .subtract(&nn::expand_reduced(&max, &sd, &[3])?)?
-        .exponential()?;
-    let denominator = e.reduce_sum(&[3])?;
-    let e = if wide == dtype { e } else { e.convert(dtype)? };
-    // [B, H, Lq, Lk] x [B, Lk, H, d] -> [B, H, Lq, d], accumulated in the wide dtype.
-    let pv = DotGeneral {
-        dims: DotDimensionNumbers {
-            lhs_batching_dimensions: vec![0, 1],
-            rhs_batching_dimensions: vec![0, 2],
-            lhs_contracting_dimensions: vec![3],
-            rhs_contracting_dimensions: vec![1],
-        },
-        result_dtype: (wide != dtype).then_some(wide),
-        ..DotGeneral::default()
-    };
-    let out = e.dot_general_with(v, pv)?;
-    let od = out.dims();
-    let out = out.divide(&nn::expand_reduced(&denominator, &od, &[3])?)?;
-    let out = if wide == dtype {
-        out
-    } else {
-        out.convert(dtype)?
-    };
-    out.transpose(&[0, 2, 1, 3])
 }
 
 fn shape_error(t: &Tensor, reason: String) -> GraphError {

@@ -1,11 +1,9 @@
 //! `CLIPEncoder`: pre-norm transformer layers (`CLIPEncoderLayer`) of causal multi-head
 //! self-attention (`CLIPAttention`) and an MLP (`CLIPMLP`), as transformers defines them.
 
-use crate::models::modules::{layer_norm, linear, statistics_dtype, Activation};
+use crate::models::modules::{layer_norm, linear, Activation};
 use crate::models::params::Params;
-use crate::{
-    nn, ComparisonDirection, DType, DotDimensionNumbers, DotGeneral, Result, Shape, Tensor,
-};
+use crate::{nn, Result, Tensor};
 
 /// The sizes every layer shares.
 #[derive(Clone, Copy, Debug)]
@@ -51,8 +49,9 @@ pub fn clip_encoder_layer(p: &Params, x: &Tensor, d: &EncoderDims) -> Result<Ten
     h.add(&m)
 }
 
-/// Causal multi-head self-attention with q/k/v/out projections, at `p` (`...self_attn`).
-/// Scores and softmax run in at least f32 (`statistics_dtype`).
+/// Causal multi-head self-attention with q/k/v/out projections, at `p` (`...self_attn`), in
+/// transformers' eager order: scores scaled after the product, softmax normalised before the
+/// value product.
 pub fn clip_attention(p: &Params, x: &Tensor, d: &EncoderDims) -> Result<Tensor> {
     let dims = x.dims();
     let (b, l, hidden) = (dims[0], dims[1], d.hidden);
@@ -60,47 +59,13 @@ pub fn clip_attention(p: &Params, x: &Tensor, d: &EncoderDims) -> Result<Tensor>
     let split =
         |name: &str| linear(p, name, x, hidden, hidden, true)?.reshape(&[b, l, d.heads, head_dim]);
     let (q, k, v) = (split("q_proj")?, split("k_proj")?, split("v_proj")?);
-    let dtype = x.dtype();
-    let wide = statistics_dtype(dtype);
-    // [B, Lq, H, hd] x [B, Lk, H, hd] -> [B, H, Lq, Lk], batching over B and H in place, so
-    // no transposes are traced.
-    let qk = DotGeneral {
-        dims: DotDimensionNumbers {
-            lhs_batching_dimensions: vec![0, 2],
-            rhs_batching_dimensions: vec![0, 2],
-            lhs_contracting_dimensions: vec![3],
-            rhs_contracting_dimensions: vec![3],
-        },
-        result_dtype: (wide != dtype).then_some(wide),
-        ..DotGeneral::default()
+    let o = nn::AttentionOptions {
+        causal: true,
+        // transformers fills masked scores with finfo(f32).min: finite, so a fully masked row
+        // would still be defined (a causal row never is).
+        masked_score: f32::MIN as f64,
+        ..nn::AttentionOptions::default()
     };
-    let scores = q
-        .dot_general_with(&k, qk)?
-        .mul_scalar(1.0 / (head_dim as f64).sqrt())?;
-    let sd = scores.dims();
-    let g = p.graph();
-    let rows = g.iota(Shape::new(DType::I32, &sd), 2)?;
-    let cols = g.iota(Shape::new(DType::I32, &sd), 3)?;
-    let visible = cols.compare(&rows, ComparisonDirection::Le)?;
-    // transformers fills masked scores with finfo(f32).min: finite, so a fully masked row
-    // would still be defined (a causal row never is).
-    let scores = visible.select(&scores, &scores.full_like(f32::MIN as f64)?)?;
-    let probs = nn::softmax(&scores, 3)?;
-    let probs = if wide == dtype {
-        probs
-    } else {
-        probs.convert(dtype)?
-    };
-    // [B, H, Lq, Lk] x [B, Lk, H, hd] -> [B, H, Lq, hd]
-    let pv = DotDimensionNumbers {
-        lhs_batching_dimensions: vec![0, 1],
-        rhs_batching_dimensions: vec![0, 2],
-        lhs_contracting_dimensions: vec![3],
-        rhs_contracting_dimensions: vec![1],
-    };
-    let out = probs
-        .dot_general(&v, pv)?
-        .transpose(&[0, 2, 1, 3])?
-        .reshape(&[b, l, hidden])?;
+    let out = nn::multi_head_attention(&q, &k, &v, &o)?.reshape(&[b, l, hidden])?;
     linear(p, "out_proj", &out, hidden, hidden, true)
 }
