@@ -6,10 +6,13 @@ mod common;
 
 use common::fd::{case, check};
 use common::*;
+use std::cell::Cell;
+use std::rc::Rc;
+use xla_graphs::ops::convolution::input_gradient_with_reversed_kernel;
 use xla_graphs::{
     value_and_grad, ComparisonDirection as Dir, ConvDimensionNumbers, Convolution, DType,
     DotDimensionNumbers, Gather, GatherDimensionNumbers, Graph, Scatter, ScatterDimensionNumbers,
-    Shape, UnaryOp,
+    Shape, Tensor, UnaryOp,
 };
 
 fn shifted(a: Array, by: f64, scale: f64) -> Array {
@@ -333,9 +336,57 @@ fn contraction_and_indexing_rules() {
     check("contraction and indexing VJP rules", cases);
 }
 
-/// `Graph::set_reversed_kernel`: the input gradient of a convolution whose kernel has a
-/// precomputed reversed, feature-exchanged copy convolves with that copy (no `reverse` in the
-/// program) and equals the gradient built from the kernel itself (f64, 1e-12).
+/// `Graph::set_custom_vjp`: the cotangent of `x` in `tanh(x * w)` comes from the rule attached
+/// to it (here `ct * r`, `r` a residual) instead of the multiply's rule, while `w`'s still comes
+/// from the op; the rule runs only when `x` is differentiated. Against the closed forms in f64
+/// (1e-12).
+#[test]
+fn a_custom_vjp_rule_replaces_the_op_rule_for_its_operand() {
+    let (x, w, r) = (rand(&[3, 4], 81), rand(&[3, 4], 82), rand(&[3, 4], 83));
+    let slope: Vec<f64> = x
+        .data
+        .iter()
+        .zip(&w.data)
+        .map(|(a, b)| 1.0 - (a * b).tanh().powi(2))
+        .collect();
+    let want_x: Vec<f64> = slope.iter().zip(&r.data).map(|(s, r)| s * r).collect();
+    let want_w: Vec<f64> = slope.iter().zip(&x.data).map(|(s, x)| s * x).collect();
+    for wrt in [vec![0], vec![1], vec![0, 1]] {
+        let g = Graph::new();
+        let p: Vec<Tensor> = [("x", &x), ("w", &w), ("r", &r)]
+            .iter()
+            .map(|(name, a)| g.parameter(*name, a.shape()).unwrap())
+            .collect();
+        let y = p[0].multiply(&p[1]).unwrap();
+        let calls = Rc::new(Cell::new(0));
+        let counter = Rc::clone(&calls);
+        g.set_custom_vjp(&y, 0, &[&p[2]], move |ct, residuals| {
+            counter.set(counter.get() + 1);
+            ct.multiply(&residuals[0])
+        })
+        .unwrap();
+        let loss = y.tanh().unwrap().sum_all().unwrap();
+        let targets: Vec<Tensor> = wrt.iter().map(|&i| p[i].clone()).collect();
+        let (_, grads) = value_and_grad(&loss, &targets).unwrap();
+        let runs = usize::from(wrt.contains(&0));
+        assert_eq!(calls.get(), runs, "rule runs for wrt {wrt:?}");
+        let outputs: Vec<&Tensor> = grads.iter().collect();
+        let got = run(&g, &outputs, &[x.clone(), w.clone(), r.clone()]);
+        for (&i, got) in wrt.iter().zip(&got) {
+            let (name, want) = if i == 0 {
+                ("x", &want_x)
+            } else {
+                ("w", &want_w)
+            };
+            assert_close(&format!("d/d{name}, wrt {wrt:?}"), got, want, 1e-12);
+        }
+    }
+}
+
+/// `input_gradient_with_reversed_kernel` as a custom rule (what `conv2d` attaches under
+/// `Params::with_reversed_kernels`): the input gradient of a convolution convolves with a
+/// precomputed reversed, feature-exchanged copy of its kernel (no `reverse` in the program) and
+/// equals the gradient the op's own rule builds from the kernel (f64, 1e-12).
 #[test]
 fn a_recorded_reversed_kernel_gives_the_same_input_gradient() {
     let (xd, kd) = ([2i64, 3, 6, 5], [3i64, 2, 3, 4]); // NCHW input, HWIO kernel [kh, kw, I, O]
@@ -360,34 +411,44 @@ fn a_recorded_reversed_kernel_gives_the_same_input_gradient() {
         c.padding = vec![(1, 1), (0, 2)];
         c.rhs_dilation = vec![1, 2];
     });
-    let grad = |hint: bool| {
+    // The loss of `x` through the convolution, its kernel's reversed copy of type `r_shape`
+    // given to a custom rule when `custom`.
+    let traced = |custom: bool, r_shape: Shape| {
         let g = Graph::new();
         let xp = g.parameter("x", x.shape()).unwrap();
         let kp = g.parameter("k", k.shape()).unwrap();
-        let rp = g.parameter("r", reversed.shape()).unwrap();
-        if hint {
-            g.set_reversed_kernel(&kp, &rp).unwrap();
-        }
+        let rp = g.parameter("r", r_shape).unwrap();
         let y = xp.convolution(&kp, attrs.clone()).unwrap();
+        if custom {
+            let (input, kernel, c) = (xp.shape(), kp.shape(), attrs.clone());
+            g.set_custom_vjp(&y, 0, &[&rp], move |ct, residuals| {
+                input_gradient_with_reversed_kernel(ct, &input, &kernel, &residuals[0], &c)
+            })
+            .unwrap();
+        }
         let loss = y.multiply(&y).unwrap().reduce_sum(&[0, 1, 2, 3]).unwrap();
+        (g, loss, xp, rp)
+    };
+    let grad = |custom: bool| {
+        let (g, loss, xp, rp) = traced(custom, reversed.shape());
         let (_, grads) = value_and_grad(&loss, &[xp]).unwrap();
         let text = g.to_stablehlo(&[&grads[0], &rp]).unwrap();
-        assert_eq!(text.contains("stablehlo.reverse"), !hint, "hint {hint}");
+        assert_eq!(
+            text.contains("stablehlo.reverse"),
+            !custom,
+            "custom {custom}"
+        );
         let exe = compile(&text, 1);
         execute(&exe, &[vec![x.clone(), k.clone(), reversed.clone()]]).remove(0)
     };
     let want = grad(false).remove(0);
     assert_close(
-        "input gradient with the hint",
+        "input gradient with the reversed kernel",
         &grad(true)[0],
         &want.data,
         1e-12,
     );
-    // A tensor that cannot be a rearrangement of the kernel is refused.
-    let g = Graph::new();
-    let kp = g.parameter("k", k.shape()).unwrap();
-    let bad = g
-        .parameter("b", Shape::new(DType::F64, &[3, 3, 4, 3]))
-        .unwrap();
-    assert!(g.set_reversed_kernel(&kp, &bad).is_err());
+    // A tensor that cannot be the kernel's reversed copy is refused when the gradient is built.
+    let (_, loss, xp, _) = traced(true, Shape::new(DType::F64, &[3, 3, 4, 3]));
+    assert!(value_and_grad(&loss, &[xp]).is_err());
 }

@@ -1,10 +1,12 @@
 //! The tracer: a `Graph` that records ops as they are called and cheap `Tensor` handles to
-//! the values it holds. Every op is shape-checked when it is recorded.
+//! the values it holds. Every op is shape-checked when it is recorded. A node may also carry
+//! custom cotangent rules that the autodiff uses instead of its op's own (`set_custom_vjp`).
 
 use crate::error::Operands;
 use crate::infer::infer;
 use crate::{GraphError, Op, Result, Shape};
 use std::cell::{Ref, RefCell};
+use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 
@@ -56,9 +58,21 @@ pub(crate) struct GraphInner {
     pub values: Vec<Value>,
     pub params: Vec<Param>,
     scopes: Vec<String>,
-    /// Kernel value -> the same kernel reversed and feature-exchanged (see
-    /// `Graph::set_reversed_kernel`).
-    reversed_kernels: std::collections::HashMap<ValueId, ValueId>,
+    /// (node, operand) -> the rule that replaces the op's own for that operand's cotangent
+    /// (see `Graph::set_custom_vjp`).
+    custom_vjps: HashMap<(usize, usize), CustomVjp>,
+}
+
+/// A cotangent rule attached with `Graph::set_custom_vjp`: the cotangent of the node's result
+/// and the residuals in, the cotangent of one operand out.
+pub(crate) type VjpRule = Rc<dyn Fn(&Tensor, &[Tensor]) -> Result<Tensor>>;
+
+/// A rule and its residuals. The residuals are kept as ids, not `Tensor`s, because a tensor
+/// holds its graph: stored in the graph it would keep the graph alive forever.
+#[derive(Clone)]
+pub(crate) struct CustomVjp {
+    pub rule: VjpRule,
+    pub residuals: Vec<ValueId>,
 }
 
 impl GraphInner {
@@ -305,41 +319,73 @@ impl Graph {
         }
     }
 
-    /// Records that `reversed` holds `kernel` as the input gradient of a convolution needs it:
-    /// the spatial dimensions reversed and the two feature dimensions exchanged in place (for a
-    /// `[kh, kw, I, O]` kernel, `reversed[h, w, o, i] = kernel[kh-1-h, kw-1-w, i, o]`). The VJP
-    /// of an ungrouped convolution with this kernel then convolves with `reversed` rather than
-    /// rearranging `kernel` inside the program, which XLA's CPU backend does as a full copy of
-    /// the kernel on every run. Used for frozen weights that the host can upload both ways.
-    pub fn set_reversed_kernel(&self, kernel: &Tensor, reversed: &Tensor) -> Result<()> {
-        if !kernel.graph.same_as(self) || !reversed.graph.same_as(self) {
+    /// Makes the autodiff take the cotangent of operand `operand` of the node that made
+    /// `output` from `rule` instead of from the op's own VJP rule (like `jax.custom_vjp`, for
+    /// one operand). `rule` gets the cotangent of `output` and `residuals` (values of this
+    /// graph it may use, in the order given) and must return a value of the operand's type.
+    /// The rule runs only when that operand needs a cotangent, so pruning is as without it;
+    /// the other operands keep the op's rule, and the residuals get no cotangent through it.
+    /// For computing a gradient differently from how the op would, e.g. from a second copy of
+    /// a frozen weight that the host laid out the way the backward needs it.
+    ///
+    /// `rule` should not capture `Tensor`s: the graph keeps it, and a tensor keeps its graph,
+    /// so the graph would never be freed. Pass them as residuals instead.
+    pub fn set_custom_vjp(
+        &self,
+        output: &Tensor,
+        operand: usize,
+        residuals: &[&Tensor],
+        rule: impl Fn(&Tensor, &[Tensor]) -> Result<Tensor> + 'static,
+    ) -> Result<()> {
+        let what = "set_custom_vjp";
+        if !output.graph.same_as(self) || residuals.iter().any(|r| !r.graph.same_as(self)) {
             return Err(GraphError::invalid(
-                "set_reversed_kernel",
-                "both tensors must belong to this graph",
+                what,
+                "the output and residuals must belong to this graph",
             ));
         }
-        let (k, r) = (kernel.shape(), reversed.shape());
-        let mut ks = k.dims.clone();
-        ks.sort_unstable();
-        let mut rs = r.dims.clone();
-        rs.sort_unstable();
-        if k.dtype != r.dtype || ks != rs {
+        let mut inner = self.inner.borrow_mut();
+        let node = inner.values[output.id.index()].node as usize;
+        let (op, num_operands, num_results) = {
+            let n = &inner.nodes[node];
+            (n.op.name(), n.operands.len(), n.num_results)
+        };
+        // The rule gets one cotangent; a node with several results has one per result.
+        if num_results != 1 {
             return Err(GraphError::invalid(
-                "set_reversed_kernel",
-                format!("{r} cannot be a rearrangement of the kernel {k}"),
+                what,
+                format!("{op} has {num_results} results; custom rules need one"),
             ));
         }
-        self.inner
-            .borrow_mut()
-            .reversed_kernels
-            .insert(kernel.id, reversed.id);
+        if operand >= num_operands {
+            return Err(GraphError::invalid(
+                what,
+                format!("{op} has {num_operands} operands, no operand {operand}"),
+            ));
+        }
+        if inner.custom_vjps.contains_key(&(node, operand)) {
+            return Err(GraphError::invalid(
+                what,
+                format!("operand {operand} of this {op} already has a custom rule"),
+            ));
+        }
+        inner.custom_vjps.insert(
+            (node, operand),
+            CustomVjp {
+                rule: Rc::new(rule),
+                residuals: residuals.iter().map(|r| r.id).collect(),
+            },
+        );
         Ok(())
     }
 
-    /// The tensor recorded for `kernel` by `set_reversed_kernel`.
-    pub fn reversed_kernel(&self, kernel: &Tensor) -> Option<Tensor> {
-        let id = *self.inner.borrow().reversed_kernels.get(&kernel.id)?;
-        Some(self.tensor(id))
+    /// The rule `set_custom_vjp` attached to operand `operand` of node `node`.
+    pub(crate) fn custom_vjp(&self, node: usize, operand: usize) -> Option<CustomVjp> {
+        self.inner
+            .borrow()
+            .custom_vjps
+            .get(&(node, operand))
+            .cloned()
     }
 
     /// The parameters in argument order.

@@ -3,7 +3,8 @@
 //! 8-bit mantissa loses the variance of a 768-wide row.
 
 use crate::models::params::{Params, WeightLayout};
-use crate::{nn, ConvDimensionNumbers, Convolution, DType, Result, Tensor};
+use crate::ops::convolution::input_gradient_with_reversed_kernel;
+use crate::{nn, ConvDimensionNumbers, Convolution, DType, GraphError, Result, Tensor};
 
 /// The dtype that norm and softmax statistics use under compute dtype `dtype`: f32 for the
 /// half-width floats, `dtype` itself otherwise (f64 stays f64, which the gradient tests rely
@@ -108,15 +109,17 @@ pub fn conv2d(p: &Params, name: &str, x: &Tensor, c: &Conv2d) -> Result<Tensor> 
         let k = c.kernel_size;
         let dims = [c.out_channels, c.in_channels, k, k];
         let w = p.get_transposed("weight", &dims, &[2, 3, 1, 0])?;
-        if p.reversed_kernels() {
-            // [k, k, O, I], spatially reversed: what the input gradient convolves with.
-            let layout = WeightLayout {
-                permutation: vec![2, 3, 0, 1],
-                reversed: vec![0, 1],
-            };
-            let reversed = p.get_laid_out("weight", &dims, layout)?;
-            p.graph().set_reversed_kernel(&w, &reversed)?;
-        }
+        // [k, k, O, I], spatially reversed: what the input gradient convolves with.
+        let reversed = p
+            .reversed_kernels()
+            .then(|| {
+                let layout = WeightLayout {
+                    permutation: vec![2, 3, 0, 1],
+                    reversed: vec![0, 1],
+                };
+                p.get_laid_out("weight", &dims, layout)
+            })
+            .transpose()?;
         let b = c
             .bias
             .then(|| p.get("bias", &[c.out_channels]))
@@ -126,7 +129,24 @@ pub fn conv2d(p: &Params, name: &str, x: &Tensor, c: &Conv2d) -> Result<Tensor> 
             padding: c.padding.to_vec(),
             ..Convolution::new(ConvDimensionNumbers::nchw_hwio(2))
         };
-        let y = x.convolution(&w, attrs)?;
+        let y = x.convolution(&w, attrs.clone())?;
+        if let Some(reversed) = reversed {
+            let (input, kernel) = (x.shape(), w.shape());
+            p.graph().set_custom_vjp(
+                &y,
+                0,
+                &[&reversed],
+                move |ct, residuals| match residuals {
+                    [reversed] => {
+                        input_gradient_with_reversed_kernel(ct, &input, &kernel, reversed, &attrs)
+                    }
+                    _ => Err(GraphError::invalid(
+                        "conv2d",
+                        "expected the reversed kernel",
+                    )),
+                },
+            )?;
+        }
         match b {
             Some(b) => y.add(&b.broadcast_in_dim(&y.dims(), &[1])?),
             None => Ok(y),
@@ -233,5 +253,46 @@ mod tests {
         assert_eq!(specs[2].shape.dims, vec![3, 3, 4, 6], "uploaded as HWIO");
         let text = g.to_stablehlo(&[&y]).unwrap();
         assert!(text.contains("tensor<2x2x162xf32>"), "statistics in f32");
+    }
+
+    /// Under `with_reversed_kernels` the kernel is bound a second time, `[k, k, O, I]` and
+    /// reversed, and the input gradient convolves with it: one convolution in the backward,
+    /// no `reverse`, no kernel gradient.
+    #[test]
+    fn conv2d_input_gradient_uses_the_reversed_kernel() {
+        let c = Conv2d {
+            stride: 2,
+            ..Conv2d::new(4, 6, 3)
+        };
+        for reversed in [false, true] {
+            let g = Graph::new();
+            let p = Params::new(&g, DType::F32);
+            let p = if reversed {
+                p.with_reversed_kernels()
+            } else {
+                p
+            };
+            let x = g
+                .parameter("x", Shape::new(DType::F32, &[2, 4, 9, 9]))
+                .unwrap();
+            let y = conv2d(&p, "conv", &x, &c).unwrap();
+            let loss = y.square().unwrap().sum_all().unwrap();
+            let (_, grads) = crate::value_and_grad(&loss, std::slice::from_ref(&x)).unwrap();
+            let specs = p.specs();
+            let weights: Vec<_> = specs.iter().filter(|s| s.name == "conv.weight").collect();
+            assert_eq!(weights.len(), 1 + usize::from(reversed));
+            if reversed {
+                assert_eq!(weights[1].shape.dims, vec![3, 3, 6, 4]);
+                let layout = weights[1].layout.as_ref().map(|l| l.reversed.clone());
+                assert_eq!(layout, Some(vec![0, 1]));
+            }
+            let text = g.to_stablehlo(&[&grads[0]]).unwrap();
+            assert_eq!(text.contains("stablehlo.reverse"), !reversed, "{reversed}");
+            assert_eq!(
+                text.matches("stablehlo.convolution").count(),
+                2,
+                "{reversed}"
+            );
+        }
     }
 }

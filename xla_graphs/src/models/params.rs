@@ -123,7 +123,7 @@ impl Params {
     }
 
     /// This view, with convolutions also binding each kernel a second time, reversed and
-    /// feature-exchanged, and recording it with `Graph::set_reversed_kernel`, so that a
+    /// feature-exchanged, for a custom input-gradient rule (`Graph::set_custom_vjp`), so that a
     /// gradient through them needs no kernel copy per run. For programs that differentiate
     /// through frozen convolutions on backends that copy (XLA's CPU); it costs a second copy
     /// of the kernels in device memory.

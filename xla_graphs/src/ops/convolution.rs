@@ -5,6 +5,10 @@ use crate::op::{Op, Precision};
 use crate::ops::layout::check_axes;
 use crate::{DType, Result, Shape, Tensor};
 
+/// The backward lives in the crate-private `convolution_grad`; this rule is public for
+/// `Graph::set_custom_vjp`.
+pub use crate::ops::convolution_grad::input_gradient_with_reversed_kernel;
+
 /// Which dimension of each operand and of the result plays which role.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ConvDimensionNumbers {

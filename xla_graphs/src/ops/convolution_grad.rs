@@ -2,7 +2,9 @@
 //! `lax.conv_general_dilated`): the input gradient convolves the cotangent with the reversed,
 //! in/out-swapped kernel using `lhs_dilation` = forward strides; the kernel gradient convolves
 //! the input with the cotangent, contracting over the batch. Feature and batch groups are
-//! handled by moving the group axis between feature and batch dimensions.
+//! handled by moving the group axis between feature and batch dimensions. A kernel the host
+//! also uploads reversed can replace the in-program reversal through
+//! `input_gradient_with_reversed_kernel`, attached as a custom rule.
 
 use crate::ops::convolution::{ConvDimensionNumbers, Convolution};
 use crate::{GraphError, Result, Shape, Tensor};
@@ -105,7 +107,7 @@ fn check_shape(x: &Tensor, want: &Shape, which: &str) -> Result<()> {
 
 /// Cotangent of the convolution's input.
 fn input_grad(g: &Tensor, lhs: &Shape, rhs: &Tensor, c: &Convolution) -> Result<Tensor> {
-    let (l, r, o) = specs(&c.dims);
+    let (_, r, _) = specs(&c.dims);
     let mut kernel = rhs.clone();
     let mut groups = c.feature_group_count;
     if c.feature_group_count > 1 || c.batch_group_count > 1 {
@@ -114,12 +116,64 @@ fn input_grad(g: &Tensor, lhs: &Shape, rhs: &Tensor, c: &Convolution) -> Result<
         kernel = reshape_axis_into(r[0], r[1], &kernel)?;
         groups = n;
     }
-    let kdims = kernel.dims();
-    let gdims = g.dims();
+    let reversed = kernel.reverse(&r[2..])?;
+    convolve_with_reversed(g, lhs, &reversed, &swap_first_two(&r), groups, c)
+}
+
+/// The input cotangent of the ungrouped convolution `c` of an input of type `input` with a
+/// kernel of type `kernel`, given `g`, the cotangent of its result, and `reversed`: the kernel
+/// with its spatial dimensions reversed and its two feature dimensions exchanged in place (for
+/// a `[kh, kw, I, O]` kernel, `reversed[h, w, o, i] = kernel[kh-1-h, kw-1-w, i, o]`). The same
+/// value as the convolution's own rule, which builds that tensor from the kernel inside the
+/// program: XLA's CPU backend does so as a full copy of the kernel on every run, which a
+/// frozen kernel the host uploads both ways avoids. A rule for `Graph::set_custom_vjp`.
+pub fn input_gradient_with_reversed_kernel(
+    g: &Tensor,
+    input: &Shape,
+    kernel: &Shape,
+    reversed: &Tensor,
+    c: &Convolution,
+) -> Result<Tensor> {
+    let (_, r, _) = specs(&c.dims);
+    let want = (kernel.rank() == r.len()).then(|| {
+        let mut dims = kernel.dims.clone();
+        dims.swap(r[0], r[1]);
+        dims
+    });
+    let reason = if c.feature_group_count != 1 || c.batch_group_count != 1 {
+        Some("a grouped convolution has no reversed-kernel input gradient".to_string())
+    } else if want != Some(reversed.dims()) || reversed.dtype() != kernel.dtype {
+        Some(format!(
+            "{} cannot be the reversed, feature-exchanged kernel {kernel}",
+            reversed.shape()
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return Err(g
+            .graph()
+            .op_error("stablehlo.convolution", &[g, reversed], reason));
+    }
+    // Its feature axes are exchanged in place, so the forward roles apply.
+    convolve_with_reversed(g, input, reversed, &r, 1, c)
+}
+
+/// The input cotangent as a convolution of `g` with `reversed` (the kernel reversed, regrouped
+/// for `groups`), whose dimension roles are `kernel_roles` in spec order.
+fn convolve_with_reversed(
+    g: &Tensor,
+    lhs: &Shape,
+    reversed: &Tensor,
+    kernel_roles: &[usize],
+    groups: i64,
+    c: &Convolution,
+) -> Result<Tensor> {
+    let (l, _, o) = specs(&c.dims);
     let n = c.dims.spatial_rank();
     let in_sp = take(&lhs.dims, &l[2..]);
-    let k_sp = take(&kdims, &r[2..]);
-    let out_sp = take(&gdims, &o[2..]);
+    let k_sp = take(&reversed.dims(), &kernel_roles[2..]);
+    let out_sp = take(&g.dims(), &o[2..]);
     let padding: Vec<(i64, i64)> = (0..n)
         .map(|i| {
             let lhs_d = dilate(in_sp[i], c.lhs_dilation[i]);
@@ -129,27 +183,13 @@ fn input_grad(g: &Tensor, lhs: &Shape, rhs: &Tensor, c: &Convolution) -> Result<
             (before, lhs_d + rhs_d - 1 - out_d - before)
         })
         .collect();
-    // The kernel reversed, with its feature roles exchanged: precomputed when the graph has it
-    // (then its feature axes are exchanged in place and the forward roles apply), else built.
-    let hint = (groups == 1)
-        .then(|| rhs.graph.reversed_kernel(rhs))
-        .flatten()
-        .filter(|f| {
-            let mut want = kdims.clone();
-            want.swap(r[0], r[1]);
-            f.dims() == want && f.dtype() == rhs.dtype()
-        });
-    let (reversed, kernel_roles) = match hint {
-        Some(f) => (f, r.clone()),
-        None => (kernel.reverse(&r[2..])?, swap_first_two(&r)),
-    };
-    let g = if g.dtype() == rhs.dtype() {
+    let g = if g.dtype() == reversed.dtype() {
         g.clone()
     } else {
-        g.convert(rhs.dtype())?
+        g.convert(reversed.dtype())?
     };
     let attrs = Convolution {
-        dims: from_specs(&o, &kernel_roles, &l),
+        dims: from_specs(&o, kernel_roles, &l),
         window_strides: c.lhs_dilation.clone(),
         padding,
         lhs_dilation: c.window_strides.clone(),
@@ -159,7 +199,7 @@ fn input_grad(g: &Tensor, lhs: &Shape, rhs: &Tensor, c: &Convolution) -> Result<
         precision: c.precision,
         result_dtype: c.result_dtype,
     };
-    let mut out = g.convolution(&reversed, attrs)?;
+    let mut out = g.convolution(reversed, attrs)?;
     if c.batch_group_count > 1 {
         out = reshape_axis_out_of(l[1], c.batch_group_count, &out)?;
         out = reshape_axis_into(l[1], l[0], &out)?;
