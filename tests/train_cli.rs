@@ -361,7 +361,7 @@ fn eval_loss(row: &[f32]) -> f64 {
         adamw: Default::default(),
         gradient_accumulation_steps: 1,
         explicit_randomness: true,
-        reversed_kernels: true,
+        gradient_kernels: xla_graphs::models::params::GradientKernels::Uploaded,
     };
     let client = ti_xla::testing::cpu_client(1).unwrap();
     let step = compile_step(&client, &folder, &config).unwrap();

@@ -11,6 +11,7 @@ use ti_xla::model::folder::ModelFolder;
 use ti_xla::pjrt::{Client, DeviceBuffer};
 use ti_xla::runtime::program::{CompiledProgram, ProgramName};
 use ti_xla::train::step::compile_step;
+use xla_graphs::models::params::GradientKernels;
 use xla_graphs::optim::AdamWConfig;
 use xla_graphs::programs::train_step::{
     build_encode_moments, EncodeMomentsInputs, LatentSource, RowState, TrainStepConfig,
@@ -96,9 +97,9 @@ fn max_rel(got: &[f32], want: &[f64]) -> (f64, f64) {
     (abs, abs / scale)
 }
 
-/// `reversed_kernels`: the UNet's input gradients use pre-reversed kernels (the CPU trainer's
+/// `gradient_kernels`: the UNet's input gradients use pre-reversed kernels (the CPU trainer's
 /// setting) or reverse them in the program (GPU/TPU); both must match the reference.
-fn check_step(model: &str, latents: LatentSource, reversed_kernels: bool) {
+fn check_step(model: &str, latents: LatentSource, gradient_kernels: GradientKernels) {
     let r = reference(model);
     let folder = ModelFolder::open(fixture(model).to_str().unwrap(), None, None).unwrap();
     let client = ti_xla::testing::cpu_client(1).unwrap();
@@ -126,7 +127,7 @@ fn check_step(model: &str, latents: LatentSource, reversed_kernels: bool) {
         },
         gradient_accumulation_steps: 1,
         explicit_randomness: true,
-        reversed_kernels,
+        gradient_kernels,
     };
     let step = compile_step(&client, &folder, &config).unwrap();
 
@@ -230,18 +231,26 @@ fn check_step(model: &str, latents: LatentSource, reversed_kernels: bool) {
 
 #[test]
 fn sd1_epsilon_step_matches_diffusers() {
-    check_step("tiny-sd1", LatentSource::Encode, false);
+    check_step("tiny-sd1", LatentSource::Encode, GradientKernels::InProgram);
 }
 
 #[test]
 fn sd2_v_prediction_step_matches_diffusers() {
-    check_step("tiny-sd2", LatentSource::Encode, true);
+    check_step("tiny-sd2", LatentSource::Encode, GradientKernels::Uploaded);
 }
 
 #[test]
 fn cached_latent_moments_give_the_same_step() {
-    check_step("tiny-sd1", LatentSource::Cached { entries: 2 }, true);
-    check_step("tiny-sd2", LatentSource::Cached { entries: 3 }, false);
+    check_step(
+        "tiny-sd1",
+        LatentSource::Cached { entries: 2 },
+        GradientKernels::Uploaded,
+    );
+    check_step(
+        "tiny-sd2",
+        LatentSource::Cached { entries: 3 },
+        GradientKernels::InProgram,
+    );
 }
 
 #[test]

@@ -205,7 +205,7 @@ impl<'a> Trainer<'a> {
             adamw: args.adamw.config(),
             gradient_accumulation_steps: args.gradient_accumulation_steps,
             explicit_randomness: false,
-            reversed_kernels: args.device.device == DeviceKind::Cpu,
+            gradient_kernels: args.device.device.gradient_kernels(),
         };
         eprintln!("compiling the training step (cached after the first run) ...");
         let step = compile_step(client, &run.folder, &config)?;

@@ -116,7 +116,7 @@ pub(crate) fn run(
         adamw: flags.adamw.config(),
         gradient_accumulation_steps: 1,
         explicit_randomness: true,
-        reversed_kernels: device.device == DeviceKind::Cpu,
+        gradient_kernels: device.device.gradient_kernels(),
     };
     let client = open_client(device)?;
     let step = compile_step(&client, folder, &config)?;

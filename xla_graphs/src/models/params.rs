@@ -33,6 +33,20 @@ pub enum ParamKind {
     Input,
 }
 
+/// How the convolution kernels a gradient passes through are bound: a property of the backend
+/// a program runs on, which the host chooses per device (`ti_xla::runtime::device`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GradientKernels {
+    /// Once: the convolution's VJP rearranges the kernel inside the program (GPU and TPU
+    /// backends fold that into their backward-data convolution).
+    #[default]
+    InProgram,
+    /// Also a second time, reversed and feature-exchanged by the host at upload, for a custom
+    /// input-gradient rule (see `Params::with_reversed_kernels`): XLA's CPU backend otherwise
+    /// copies every kernel on every run. Costs a second copy of the kernels.
+    Uploaded,
+}
+
 /// One argument of the traced `@main`, as the host needs to feed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamSpec {
@@ -131,6 +145,14 @@ impl Params {
         Params {
             reversed_kernels: true,
             ..self.clone()
+        }
+    }
+
+    /// This view with convolution kernels bound as `kernels` says.
+    pub fn with_gradient_kernels(&self, kernels: GradientKernels) -> Params {
+        match kernels {
+            GradientKernels::InProgram => self.clone(),
+            GradientKernels::Uploaded => self.with_reversed_kernels(),
         }
     }
 

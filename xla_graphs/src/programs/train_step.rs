@@ -11,7 +11,7 @@
 //! the scaled gradient to the accumulator.
 
 use crate::models::clip::{CLIPTextConfig, CLIPTextModel};
-use crate::models::params::Params;
+use crate::models::params::{GradientKernels, Params};
 use crate::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use crate::optim::{adamw_update, AdamWConfig};
@@ -55,12 +55,8 @@ pub struct TrainStepConfig {
     /// (`latent_eps`, `noise`, `timesteps`) instead of drawing them from `key`: the same step,
     /// checkable against any reference (`ti-xla forward --component train_step`).
     pub explicit_randomness: bool,
-    /// Bind each UNet conv kernel a second time, reversed for the input gradient
-    /// (`Params::with_reversed_kernels`): XLA's CPU backend otherwise copies every kernel the
-    /// gradient passes through on every step. Costs a second copy of those kernels in memory;
-    /// GPU backends fold the reversal into their backward-data convolution, so leave it off
-    /// there.
-    pub reversed_kernels: bool,
+    /// How the UNet's conv kernels are bound for the input gradient through them.
+    pub gradient_kernels: GradientKernels,
 }
 
 crate::program_args! {
@@ -205,11 +201,7 @@ pub fn build_train_step(c: &TrainStepConfig) -> Result<TrainStep> {
         clip.forward_with_token_embedding(p, &x.input_ids, &table)
     })?;
     let noisy = noisy.convert(c.compute_dtype)?;
-    let unet_params = if c.reversed_kernels {
-        p.with_reversed_kernels()
-    } else {
-        p.clone()
-    };
+    let unet_params = p.with_gradient_kernels(c.gradient_kernels);
     let pred = unet_params.scope(UNET, |p| {
         unet.forward(p, &noisy, &timesteps, &encoder_hidden_states)
     })?;
