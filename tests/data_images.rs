@@ -1,22 +1,23 @@
 //! Training images: Pillow's bicubic resize reproduced bit for bit, and odd files (grayscale,
 //! RGBA, 16-bit, EXIF-rotated, webp/bmp/tiff) read as the RGB pixels the fixture script states.
 
+mod fixtures_path;
+
 use std::path::PathBuf;
 
 use ti_xla::data::image_file::{has_image_extension, load_rgb8};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/data")
-        .join(name)
+/// `tests/fixtures/data/<name>`.
+fn data_file(name: &str) -> PathBuf {
+    fixtures_path::fixture("data").join(name)
 }
 
 #[test]
 fn bicubic_resize_equals_pillow_exactly() {
-    let src = load_rgb8(&fixture("pattern.png")).unwrap();
+    let src = load_rgb8(&data_file("pattern.png")).unwrap();
     assert_eq!((src.width, src.height), (37, 23));
     for (w, h) in [(16, 16), (50, 41), (37, 11), (5, 23)] {
-        let want = load_rgb8(&fixture(&format!("pattern_{w}x{h}.png"))).unwrap();
+        let want = load_rgb8(&data_file(&format!("pattern_{w}x{h}.png"))).unwrap();
         let got = src.resize_bicubic(w, h);
         let diffs = got
             .data
@@ -31,18 +32,18 @@ fn bicubic_resize_equals_pillow_exactly() {
             want.data.len()
         );
     }
-    let want = load_rgb8(&fixture("pattern_crop_16x16.png")).unwrap();
+    let want = load_rgb8(&data_file("pattern_crop_16x16.png")).unwrap();
     assert_eq!(src.center_crop_square().resize_bicubic(16, 16), want);
 }
 
 #[test]
 fn odd_files_read_as_the_stated_rgb() {
-    let text = std::fs::read_to_string(fixture("expected_rgb.json")).unwrap();
+    let text = std::fs::read_to_string(data_file("expected_rgb.json")).unwrap();
     let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
     let cases = expected.as_object().unwrap();
     assert_eq!(cases.len(), 7);
     for (name, want) in cases {
-        let img = load_rgb8(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let img = load_rgb8(&data_file(name)).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         let rgb: Vec<u8> = want["rgb"]
             .as_array()
             .unwrap()
@@ -64,11 +65,11 @@ fn odd_files_read_as_the_stated_rgb() {
 #[test]
 fn corrupt_and_fake_images_name_the_file() {
     for name in ["corrupt.jpg", "not_an_image.png"] {
-        let err = format!("{:#}", load_rgb8(&fixture(name)).unwrap_err());
+        let err = format!("{:#}", load_rgb8(&data_file(name)).unwrap_err());
         assert!(err.contains(name), "{err}");
     }
-    assert!(has_image_extension(&fixture("a.JPG")));
-    assert!(!has_image_extension(&fixture("notes.txt")));
+    assert!(has_image_extension(&data_file("a.JPG")));
+    assert!(!has_image_extension(&data_file("notes.txt")));
 }
 
 mod dataset {
@@ -90,7 +91,7 @@ mod dataset {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         for (fixture, name) in files {
-            std::fs::copy(super::fixture(fixture), dir.join(name)).unwrap();
+            std::fs::copy(super::data_file(fixture), dir.join(name)).unwrap();
         }
         dir
     }
@@ -108,11 +109,11 @@ mod dataset {
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("notes.json"));
         // The second image is the pattern: centre crop + Pillow bicubic to 16x16.
-        let want =
-            ti_xla::data::image_file::load_rgb8(&super::fixture("pattern_crop_16x16.png")).unwrap();
+        let want = ti_xla::data::image_file::load_rgb8(&super::data_file("pattern_crop_16x16.png"))
+            .unwrap();
         assert_eq!(set.images[1], want);
 
-        std::fs::copy(super::fixture("corrupt.jpg"), dir.join("c.jpg")).unwrap();
+        std::fs::copy(super::data_file("corrupt.jpg"), dir.join("c.jpg")).unwrap();
         let err = format!("{:#}", TrainImages::load(&dir, 16, true).err().unwrap());
         assert!(err.contains("c.jpg"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -6,6 +6,8 @@
 //! The environment (HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE, HF_TOKEN) is only ever set for child
 //! processes: the `ti-xla` binary, or this test binary running [`child_opens_a_model`] alone.
 
+mod fixtures_path;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
+use fixtures_path::fixture;
 use ti_xla::io::weights::{component_files, WeightFiles};
 use ti_xla::model::folder::ModelFolder;
 use ti_xla::model::full_pipeline::{save_full_pipeline, LearnedTokens};
@@ -38,8 +41,9 @@ const NEEDED: [&str; 12] = [
     "vae/diffusion_pytorch_model.safetensors",
 ];
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1")
+/// The served model: tests/fixtures/tiny-sd1.
+fn tiny_sd1_dir() -> PathBuf {
+    fixture("tiny-sd1")
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -79,7 +83,7 @@ impl FakeRepo {
                 }
             }
         }
-        walk(&fixture(), &fixture(), &mut files);
+        walk(&tiny_sd1_dir(), &tiny_sd1_dir(), &mut files);
         let revisions = [("main", MAIN), ("v1.0", V1)]
             .map(|(r, c)| (r.to_string(), c.to_string()))
             .into();
@@ -416,34 +420,68 @@ fn open(model: &str, revision: &str, variant: &str, vars: &[(&str, &str)]) -> Op
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let Some(root) = read_report(&stdout) else {
+        panic!("the child reported nothing:\n{stdout}\n{stderr}")
+    };
+    Opened { root, stderr }
+}
+
+/// The line [`child_opens_a_model`] prints for `ModelFolder::open(model, revision, variant)`:
+/// `OPENED <root>` or `FAILED <error>`.
+fn open_report(model: &str, revision: Option<&str>, variant: Option<&str>) -> String {
+    match ModelFolder::open(model, revision, variant) {
+        Ok(folder) => format!("OPENED {}", folder.root.display()),
+        Err(e) => format!("FAILED {e:#}"),
+    }
+}
+
+/// The report line in a child's stdout (libtest prints around it), as [`Opened::root`].
+fn read_report(stdout: &str) -> Option<Result<PathBuf, String>> {
     let line = |tag: &str| {
         stdout
             .lines()
             .find_map(|l| l.strip_prefix(tag))
             .map(str::to_string)
     };
-    let root = match (line("OPENED "), line("FAILED ")) {
-        (Some(root), _) => Ok(PathBuf::from(root)),
-        (None, Some(err)) => Err(err),
-        _ => panic!("the child reported nothing:\n{stdout}\n{stderr}"),
-    };
-    Opened { root, stderr }
+    match (line("OPENED "), line("FAILED ")) {
+        (Some(root), _) => Some(Ok(PathBuf::from(root))),
+        (None, Some(err)) => Some(Err(err)),
+        _ => None,
+    }
 }
 
-/// Not a test of its own: the body of [`open`]'s child process (does nothing otherwise).
+/// With TI_XLA_TEST_OPEN=`model|revision|variant` (set only by [`open`], which runs this test
+/// binary with `--exact child_opens_a_model`): opens that model in this process and prints
+/// its report line. Run directly, without it: the report of a local model folder (which no
+/// Hub setting affects) and of a missing one, read back as [`open`] reads a child's.
 #[test]
 fn child_opens_a_model() {
-    let Ok(spec) = std::env::var("TI_XLA_TEST_OPEN") else {
+    if let Ok(spec) = std::env::var("TI_XLA_TEST_OPEN") {
+        let mut parts = spec.split('|');
+        let model = parts.next().unwrap();
+        let some = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_string);
+        let (revision, variant) = (some(parts.next()), some(parts.next()));
+        println!(
+            "\n{}",
+            open_report(model, revision.as_deref(), variant.as_deref())
+        );
         return;
-    };
-    let mut parts = spec.split('|');
-    let model = parts.next().unwrap();
-    let some = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_string);
-    let (revision, variant) = (some(parts.next()), some(parts.next()));
-    match ModelFolder::open(model, revision.as_deref(), variant.as_deref()) {
-        Ok(folder) => println!("\nOPENED {}", folder.root.display()),
-        Err(e) => println!("\nFAILED {e:#}"),
     }
+    let root = tiny_sd1_dir();
+    let report = open_report(root.to_str().unwrap(), None, None);
+    assert_eq!(report, format!("OPENED {}", root.display()));
+    let stdout = format!("\nrunning 1 test\n\n{report}\ntest child_opens_a_model ... ok\n");
+    assert_eq!(read_report(&stdout), Some(Ok(root)));
+
+    let report = open_report("./no/such/model", None, None);
+    let Some(Err(e)) = read_report(&format!("\n{report}\n")) else {
+        panic!("a missing folder is a FAILED report: {report}")
+    };
+    assert!(
+        e.starts_with("model folder ./no/such/model does not exist") && !e.contains('\n'),
+        "{e}"
+    );
+    assert_eq!(read_report("running 0 tests\n"), None);
 }
 
 fn ok(opened: &Opened) -> PathBuf {
@@ -499,7 +537,7 @@ fn assert_same_as_fixture(root: &Path) {
     for name in needed() {
         assert_eq!(
             std::fs::read(root.join(&name)).unwrap(),
-            std::fs::read(fixture().join(&name)).unwrap(),
+            std::fs::read(tiny_sd1_dir().join(&name)).unwrap(),
             "{name}"
         );
     }
@@ -533,7 +571,7 @@ fn downloads_exactly_the_needed_files_then_works_from_the_cache() {
         "--no-compile-cache",
     ])
     .arg("--inputs")
-    .arg(fixture().join("reference/text_encoder.safetensors"))
+    .arg(tiny_sd1_dir().join("reference/text_encoder.safetensors"))
     .arg("--output")
     .arg(&out);
     hub_env(&mut cmd, &online);
@@ -786,7 +824,7 @@ fn fp16_sharded_weights_are_fetched_from_their_index() {
         shard_names.map(|s| root.join("unet").join(s)).to_vec()
     );
     let sharded = WeightFiles::open(&files).unwrap();
-    let whole = WeightFiles::open(&[fixture().join(UNET)]).unwrap();
+    let whole = WeightFiles::open(&[tiny_sd1_dir().join(UNET)]).unwrap();
     assert!(sharded.names().eq(whole.names()));
     for name in whole.names() {
         assert_eq!(
@@ -883,7 +921,7 @@ fn an_interrupted_download_is_never_taken_as_complete_and_resumes() {
         !snapshot.join(UNET).exists(),
         "no partial file in the snapshot"
     );
-    let unet_bytes = std::fs::read(fixture().join(UNET)).unwrap();
+    let unet_bytes = std::fs::read(tiny_sd1_dir().join(UNET)).unwrap();
     let blob = blob_id(UNET, &unet_bytes);
     assert!(!repo.join("blobs").join(&blob).exists(), "no partial blob");
     let part = std::fs::metadata(repo.join("blobs").join(format!("{blob}.part"))).unwrap();

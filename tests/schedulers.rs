@@ -5,19 +5,19 @@
 //! stepping the same float32 inputs in float32.
 
 mod common;
+mod fixtures_path;
 
 use std::collections::BTreeMap;
 
 use common::{compile, execute, Array};
+use fixtures_path::fixture;
 use serde_json::Value;
 use xla_graphs::schedulers::{build_scheduler, Noise, Scheduler, SchedulerConfig, SchedulerKind};
 use xla_graphs::{random, DType, Graph, Shape};
 
-fn fixture() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/schedules/sampling.json"
-    );
+/// tests/fixtures/schedules/sampling.json, parsed.
+fn sampling_json() -> Value {
+    let path = fixture("schedules/sampling.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -71,7 +71,7 @@ impl Worst {
 
 #[test]
 fn tables_match_diffusers() {
-    let fx = fixture();
+    let fx = sampling_json();
     let mut worst = Worst::default();
     for case in fx["tables"].as_array().unwrap() {
         let what = name(case);
@@ -167,7 +167,7 @@ fn f32_array(dims: &[i64], data: impl IntoIterator<Item = f64>) -> Array {
 
 #[test]
 fn update_steps_match_diffusers() {
-    let fx = fixture();
+    let fx = sampling_json();
     let inputs = &fx["inputs"];
     let dims: Vec<i64> = inputs["dims"]
         .as_array()
@@ -345,7 +345,7 @@ fn ancestral_noise_from_keys_is_threefry_normal() {
 /// CLI kinds keep the file's prediction type and offset.
 #[test]
 fn hub_configs_pick_their_class() {
-    let fx = fixture();
+    let fx = sampling_json();
     for (config, kind) in [("sd15", SchedulerKind::Pndm), ("sd21", SchedulerKind::Ddim)] {
         let c = SchedulerConfig::from_json(&fx["configs"][config].to_string()).unwrap();
         let (s, warnings) = build_scheduler(&c, None).unwrap();

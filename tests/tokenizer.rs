@@ -2,21 +2,20 @@
 //! tests/fixtures/tokenizer_cases.json (made by scripts/make_fixtures.py) for both fixture
 //! tokenizers, before and after adding placeholder tokens, plus the errors users can hit.
 
+mod fixtures_path;
+
 use std::path::PathBuf;
 
+use fixtures_path::fixture;
 use serde_json::Value;
 use ti_xla::model::tokenizer::{placeholder_token_names, ClipTokenizer};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
 fn tokenizer_dir(model: &str) -> PathBuf {
-    fixtures().join(model).join("tokenizer")
+    fixture(model).join("tokenizer")
 }
 
 fn cases() -> Value {
-    let path = fixtures().join("tokenizer_cases.json");
+    let path = fixture("tokenizer_cases.json");
     let text = std::fs::read_to_string(&path).expect("tokenizer_cases.json is readable");
     serde_json::from_str(&text).expect("tokenizer_cases.json is valid JSON")
 }
@@ -243,7 +242,7 @@ fn placeholder_names_follow_diffusers() {
 
 #[test]
 fn missing_tokenizer_is_a_clear_error() {
-    let dir = fixtures().join("tiny-sd1"); // the model root, not its tokenizer/ folder
+    let dir = fixture("tiny-sd1"); // the model root, not its tokenizer/ folder
     let err = ClipTokenizer::from_dir(&dir)
         .err()
         .expect("no tokenizer files there")

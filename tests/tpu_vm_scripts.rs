@@ -2,7 +2,7 @@
 //! prints exactly the expected commands (with nothing but bash on PATH); a real run executes
 //! the same commands (against a stub gcloud); the commands sent over ssh do what they should
 //! when a POSIX shell runs them (stub tmux and ti-xla in a fake home); --help, argument errors
-//! and the gcloud checks; shellcheck when it is installed.
+//! and the gcloud checks; shellcheck (which must be installed: `apt-get install shellcheck`).
 #![cfg(unix)]
 
 use std::fs;
@@ -755,10 +755,12 @@ fn remote_commands_do_what_they_say() {
 
 #[test]
 fn shellcheck_is_clean() {
-    let Some(shellcheck) = which("shellcheck") else {
-        println!("shellcheck is not on PATH: the scripts in scripts/tpu-vm were not shellchecked");
-        return;
-    };
+    let shellcheck = which("shellcheck").unwrap_or_else(|| {
+        panic!(
+            "shellcheck is not on PATH, so the scripts in scripts/tpu-vm cannot be checked: \
+             install it (`apt-get install shellcheck` on Debian/Ubuntu; .ci/run does this)"
+        )
+    });
     let mut files: Vec<PathBuf> = fs::read_dir(Path::new(ROOT).join("scripts/tpu-vm"))
         .unwrap()
         .map(|e| e.unwrap().path())

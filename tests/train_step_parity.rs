@@ -4,8 +4,10 @@
 //! fixtures, with the VAE run in the step and with the latent moments cached.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
+mod fixtures_path;
+
+use fixtures_path::fixture;
 use safetensors::SafeTensors;
 use ti_xla::model::folder::ModelFolder;
 use ti_xla::pjrt::{Client, DeviceBuffer};
@@ -19,12 +21,6 @@ use xla_graphs::programs::train_step::{
 };
 use xla_graphs::schedulers::NoiseScheduleConfig;
 use xla_graphs::DType;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 struct Reference {
     tensors: HashMap<String, (Vec<usize>, Vec<f64>)>,

@@ -26,7 +26,7 @@ use crate::model::full_pipeline::{save_full_pipeline, LearnedTokens};
 use crate::model::tokenizer::placeholder_token_names;
 use crate::pjrt::{Client, DeviceBuffer};
 use crate::rng::Key;
-use crate::runtime::device::{open_client, resolve_devices, DeviceKind};
+use crate::runtime::device::{open_client, resolve_devices};
 
 /// Ctrl-C stopped the run after writing a checkpoint (the binary exits with 130).
 #[derive(Debug, thiserror::Error)]

@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+#[path = "../fixtures_path/mod.rs"]
+mod fixtures_path;
+
+/// `tests/fixtures/<rel>`.
+pub use fixtures_path::fixture;
 
 /// Prints and returns (max abs error, max abs error / max |reference|).
 pub fn compare(what: &str, ours: &[f32], reference: &[f32]) -> (f64, f64) {

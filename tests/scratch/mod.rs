@@ -6,12 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+#[path = "../fixtures_path/mod.rs"]
+mod fixtures_path;
+
 /// `tests/fixtures/<rel>`.
-pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(rel)
-}
+pub use fixtures_path::fixture;
 
 /// This test binary's folder `name`, emptied (not created: commands must create their output
 /// folders themselves).

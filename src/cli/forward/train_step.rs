@@ -11,7 +11,7 @@ use xla_graphs::DType;
 use crate::io::tensor_file::{F32Tensor, TensorFile};
 use crate::model::folder::ModelFolder;
 use crate::pjrt::{Client, DeviceBuffer};
-use crate::runtime::device::{open_client, DeviceArgs, DeviceKind};
+use crate::runtime::device::{open_client, DeviceArgs};
 use crate::train::args::AdamWArgs;
 use crate::train::checkpoint::RowState;
 use crate::train::step::{compile_step, upload_rows, CompiledStep};

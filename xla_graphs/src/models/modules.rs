@@ -196,7 +196,18 @@ impl Activation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Graph, Shape};
+    use crate::{Graph, Op, Shape};
+
+    /// The operand of every `reduce` traced into `g`, in trace order.
+    fn reduce_operands(g: &Graph) -> Vec<Shape> {
+        let inner = g.borrow();
+        inner
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::Reduce { .. }))
+            .map(|n| inner.shape(n.operands[0]).clone())
+            .collect()
+    }
 
     #[test]
     fn binds_weight_and_bias_under_the_module_name() {
@@ -215,8 +226,12 @@ mod tests {
             names,
             ["mlp.fc1.weight", "mlp.fc1.bias", "norm.weight", "norm.bias"]
         );
-        let text = g.to_stablehlo(&[&n]).unwrap();
-        assert!(text.contains("tensor<2x3x5xf32>"), "statistics in f32");
+        // The mean and variance reduce the widened input: statistics in f32.
+        let reduced = reduce_operands(&g);
+        assert!(!reduced.is_empty(), "layer_norm traced no reduce");
+        for shape in &reduced {
+            assert_eq!(*shape, Shape::new(DType::F32, &[2, 3, 5]), "{reduced:?}");
+        }
         assert_eq!(statistics_dtype(DType::F16), DType::F32);
         assert_eq!(statistics_dtype(DType::F64), DType::F64);
     }
@@ -251,8 +266,12 @@ mod tests {
         assert_eq!(specs[2].name, "conv.weight");
         assert_eq!(specs[2].checkpoint_dims(), vec![6, 4, 3, 3]);
         assert_eq!(specs[2].shape.dims, vec![3, 3, 4, 6], "uploaded as HWIO");
-        let text = g.to_stablehlo(&[&y]).unwrap();
-        assert!(text.contains("tensor<2x2x162xf32>"), "statistics in f32");
+        // The group statistics reduce [N, groups, C/groups * H * W] in f32.
+        let reduced = reduce_operands(&g);
+        assert!(!reduced.is_empty(), "group_norm traced no reduce");
+        for shape in &reduced {
+            assert_eq!(*shape, Shape::new(DType::F32, &[2, 2, 162]), "{reduced:?}");
+        }
     }
 
     /// Under `with_reversed_kernels` the kernel is bound a second time, `[k, k, O, I]` and

@@ -92,6 +92,18 @@ impl CLIPTextModel {
 mod tests {
     use super::*;
     use crate::{DType, Graph, Shape};
+    use std::collections::BTreeSet;
+
+    /// The operand of every `reduce` traced into `g`, in trace order.
+    fn reduce_operands(g: &Graph) -> Vec<Shape> {
+        let inner = g.borrow();
+        inner
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, crate::Op::Reduce { .. }))
+            .map(|n| inner.shape(n.operands[0]).clone())
+            .collect()
+    }
 
     fn tiny() -> CLIPTextConfig {
         CLIPTextConfig {
@@ -158,8 +170,19 @@ mod tests {
                 "text_model.encoder.layers.1"
             ]
         );
-        let text = g.to_stablehlo(&[&y]).unwrap();
-        assert!(text.contains("tensor<1x2x7x7xf32>"), "scores in f32");
+        // Every reduce (the layer norms' statistics, the softmax's max and sum over the
+        // [B, H, L, L] scores) reads f32.
+        let reduced = reduce_operands(&g);
+        assert!(
+            reduced.iter().all(|s| s.dtype == DType::F32),
+            "statistics and scores in f32: {reduced:?}"
+        );
+        let dims: BTreeSet<Vec<i64>> = reduced.iter().map(|s| s.dims.clone()).collect();
+        assert_eq!(
+            dims,
+            BTreeSet::from([vec![1, 7, 8], vec![1, 2, 7, 7]]),
+            "layer norm statistics and softmax over the scores"
+        );
     }
 
     #[test]
