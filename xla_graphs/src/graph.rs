@@ -205,6 +205,19 @@ impl Graph {
         }
     }
 
+    /// The operand shape of every `reduce` traced so far, in trace order (for tests that
+    /// check which dtype statistics are computed in).
+    #[cfg(test)]
+    pub(crate) fn reduce_operands(&self) -> Vec<Shape> {
+        let inner = self.borrow();
+        inner
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::Reduce { .. }))
+            .map(|n| inner.shape(n.operands[0]).clone())
+            .collect()
+    }
+
     pub(crate) fn borrow(&self) -> Ref<'_, GraphInner> {
         self.inner.borrow()
     }

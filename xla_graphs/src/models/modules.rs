@@ -196,18 +196,7 @@ impl Activation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Graph, Op, Shape};
-
-    /// The operand of every `reduce` traced into `g`, in trace order.
-    fn reduce_operands(g: &Graph) -> Vec<Shape> {
-        let inner = g.borrow();
-        inner
-            .nodes
-            .iter()
-            .filter(|n| matches!(n.op, Op::Reduce { .. }))
-            .map(|n| inner.shape(n.operands[0]).clone())
-            .collect()
-    }
+    use crate::{Graph, Shape};
 
     #[test]
     fn binds_weight_and_bias_under_the_module_name() {
@@ -227,7 +216,7 @@ mod tests {
             ["mlp.fc1.weight", "mlp.fc1.bias", "norm.weight", "norm.bias"]
         );
         // The mean and variance reduce the widened input: statistics in f32.
-        let reduced = reduce_operands(&g);
+        let reduced = g.reduce_operands();
         assert!(!reduced.is_empty(), "layer_norm traced no reduce");
         for shape in &reduced {
             assert_eq!(*shape, Shape::new(DType::F32, &[2, 3, 5]), "{reduced:?}");
@@ -267,7 +256,7 @@ mod tests {
         assert_eq!(specs[2].checkpoint_dims(), vec![6, 4, 3, 3]);
         assert_eq!(specs[2].shape.dims, vec![3, 3, 4, 6], "uploaded as HWIO");
         // The group statistics reduce [N, groups, C/groups * H * W] in f32.
-        let reduced = reduce_operands(&g);
+        let reduced = g.reduce_operands();
         assert!(!reduced.is_empty(), "group_norm traced no reduce");
         for shape in &reduced {
             assert_eq!(*shape, Shape::new(DType::F32, &[2, 2, 162]), "{reduced:?}");

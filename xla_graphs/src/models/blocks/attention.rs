@@ -155,17 +155,6 @@ mod tests {
     use crate::{DType, Graph, Shape};
     use std::collections::BTreeSet;
 
-    /// The operand of every `reduce` traced into `g`, in trace order.
-    fn reduce_operands(g: &Graph) -> Vec<Shape> {
-        let inner = g.borrow();
-        inner
-            .nodes
-            .iter()
-            .filter(|n| matches!(n.op, crate::Op::Reduce { .. }))
-            .map(|n| inner.shape(n.operands[0]).clone())
-            .collect()
-    }
-
     #[test]
     fn unet_cross_attention_binds_diffusers_keys() {
         let g = Graph::new();
@@ -229,7 +218,7 @@ mod tests {
         assert!(names.contains(&"to_v.bias".to_string()));
         // Every reduce (the group norm's statistics, the softmax's max and sum over the
         // [B, H, Lq, Lk] scores) reads f32.
-        let reduced = reduce_operands(&g);
+        let reduced = g.reduce_operands();
         assert!(
             reduced.iter().all(|s| s.dtype == DType::F32),
             "statistics and scores in f32: {reduced:?}"

@@ -94,17 +94,6 @@ mod tests {
     use crate::{DType, Graph, Shape};
     use std::collections::BTreeSet;
 
-    /// The operand of every `reduce` traced into `g`, in trace order.
-    fn reduce_operands(g: &Graph) -> Vec<Shape> {
-        let inner = g.borrow();
-        inner
-            .nodes
-            .iter()
-            .filter(|n| matches!(n.op, crate::Op::Reduce { .. }))
-            .map(|n| inner.shape(n.operands[0]).clone())
-            .collect()
-    }
-
     fn tiny() -> CLIPTextConfig {
         CLIPTextConfig {
             vocab_size: 50,
@@ -172,7 +161,7 @@ mod tests {
         );
         // Every reduce (the layer norms' statistics, the softmax's max and sum over the
         // [B, H, L, L] scores) reads f32.
-        let reduced = reduce_operands(&g);
+        let reduced = g.reduce_operands();
         assert!(
             reduced.iter().all(|s| s.dtype == DType::F32),
             "statistics and scores in f32: {reduced:?}"
