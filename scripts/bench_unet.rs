@@ -144,7 +144,7 @@ fn main() -> Result<()> {
             "encoder_hidden_states",
             Shape::new(DType::F32, &[1, TOKENS, cross]),
         )?;
-        let y = unet.forward(&p, &x, &t, &ctx)?;
+        let y = unet.forward(&p, &x, &t, &ctx, None)?;
         let y = if y.dtype() == DType::F32 {
             y
         } else {

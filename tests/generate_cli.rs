@@ -10,7 +10,8 @@ use std::process::{Command, Output};
 use safetensors::SafeTensors;
 use ti_xla::model::embeddings::{add_to_tokenizer, expand_prompt, read_embedding};
 use ti_xla::model::full_pipeline::{save_full_pipeline, LearnedTokens};
-use ti_xla::model::tokenizer::ClipTokenizer;
+use ti_xla::model::folder::ModelFolder;
+use ti_xla::model::tokenizers::Tokenizers;
 
 mod scratch;
 use scratch::{compile_cache, empty_dir, fixture, ok};
@@ -142,13 +143,13 @@ fn a_saved_full_pipeline_generates_as_its_embedding_file() {
     let e = read_embedding(&model().join("reference/learned_embeds.safetensors"), None).unwrap();
     let learned = LearnedTokens {
         names: &e.token_names(),
-        first_id: 49408,
+        first_ids: &[49408],
         rows: &e.rows,
-        hidden: e.hidden,
+        widths: &[e.hidden],
     };
     save_full_pipeline(
         &model(),
-        &model().join("tokenizer"),
+        &[model().join("tokenizer").as_path()],
         None,
         &pipeline,
         &learned,
@@ -230,7 +231,8 @@ fn write_embeds(
 #[test]
 fn embedding_files_of_each_format_load() {
     let dir = empty_dir("formats");
-    let tokenizer = || ClipTokenizer::from_dir(model().join("tokenizer")).unwrap();
+    let folder = ModelFolder::open(model().to_str().unwrap(), None, None).unwrap();
+    let tokenizer = || Tokenizers::open(&folder, None).unwrap();
     let (vocab, hidden) = (49408, 16);
     // (file stem, tensor key, shape, metadata name, expected token, vectors)
     let cases = [
@@ -266,10 +268,10 @@ fn embedding_files_of_each_format_load() {
         );
         assert!((e.rows[1] - (0.01 - 0.1)).abs() < 1e-3, "{stem}");
         let mut tok = tokenizer();
-        let rows = add_to_tokenizer(&mut tok, std::slice::from_ref(&e), vocab, hidden).unwrap();
+        let rows = add_to_tokenizer(&mut tok, std::slice::from_ref(&e), &[hidden]).unwrap();
         assert_eq!(rows.len(), vectors * hidden);
-        let prompt = expand_prompt(&tok, &format!("a {token} toy")).unwrap();
-        let ids = tok.encode(&prompt).unwrap();
+        let prompt = expand_prompt(tok.first(), &format!("a {token} toy")).unwrap();
+        let ids = tok.first().encode(&prompt).unwrap();
         let learned: Vec<u32> = ids.into_iter().filter(|&i| i >= vocab as u32).collect();
         let want: Vec<u32> = (vocab as u32..(vocab + vectors) as u32).collect();
         assert_eq!(learned, want, "{stem}: {prompt}");
@@ -295,13 +297,13 @@ fn embedding_files_of_each_format_load() {
     let b = read_embedding(&dir.join("diffusers_1d.safetensors"), None).unwrap();
     assert_eq!(a.token, "<renamed>");
     let mut tok = tokenizer();
-    let rows = add_to_tokenizer(&mut tok, &[a.clone(), b.clone()], vocab, hidden).unwrap();
+    let rows = add_to_tokenizer(&mut tok, &[a.clone(), b.clone()], &[hidden]).unwrap();
     assert_eq!(rows.len(), 4 * hidden);
-    assert_eq!(tok.token_id("<one>"), Some(vocab as u32 + 3));
-    let err = add_to_tokenizer(&mut tokenizer(), &[b.clone(), b], vocab, hidden).unwrap_err();
+    assert_eq!(tok.first().token_id("<one>"), Some(vocab as u32 + 3));
+    let err = add_to_tokenizer(&mut tokenizer(), &[b.clone(), b], &[hidden]).unwrap_err();
     assert!(err.to_string().contains("both hold the token"), "{err}");
-    let err = add_to_tokenizer(&mut tokenizer(), &[a], vocab, 768).unwrap_err();
-    assert!(err.to_string().contains("hidden size 768"), "{err}");
+    let err = add_to_tokenizer(&mut tokenizer(), &[a], &[768]).unwrap_err();
+    assert!(err.to_string().contains("text encoder width 768"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -312,7 +314,7 @@ fn bad_embedding_files_fail_with_one_line() {
     let wrong = dir.join("sd2.safetensors");
     write_embeds(&wrong, &[("<wide>", vec![1, 1024])], None);
     let run = |file: &Path| generate(&out, &["--learned-embeds", file.to_str().unwrap()]);
-    one_line_error(&run(&wrong), "hidden size 16");
+    one_line_error(&run(&wrong), "text encoder width 16");
 
     let unknown = dir.join("two.safetensors");
     write_embeds(&unknown, &[("a", vec![16]), ("b", vec![16])], None);

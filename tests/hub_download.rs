@@ -1030,14 +1030,14 @@ fn a_full_pipeline_saved_from_a_download_lists_only_the_components_it_has() {
     let out = dir.join("pipeline");
     save_full_pipeline(
         &root,
-        &root.join("tokenizer"),
+        &[root.join("tokenizer").as_path()],
         None,
         &out,
         &LearnedTokens {
             names: &["<x>".to_string()],
-            first_id: folder.text_encoder.vocab_size,
+            first_ids: &[folder.text_encoder.vocab_size],
             rows: &vec![0.0; hidden],
-            hidden,
+            widths: &[hidden],
         },
     )
     .unwrap();

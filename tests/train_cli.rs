@@ -348,10 +348,12 @@ fn eval_loss(row: &[f32]) -> f64 {
     let b = images.len() * repeats;
     let config = TrainStepConfig {
         text_encoder: folder.text_encoder.clone(),
+        text_encoder_2: None,
         unet: folder.unet.clone(),
         vae: folder.vae.clone(),
         noise: serde_json::from_value(folder.scheduler.clone()).unwrap(),
         compute_dtype: xla_graphs::DType::F32,
+        vae_dtype: xla_graphs::DType::F32,
         batch: b,
         resolution: 16,
         seq_len: 77,
@@ -407,6 +409,8 @@ fn eval_loss(row: &[f32]) -> f64 {
         moment_table: None,
         moment_index: None,
         input_ids: &input_ids,
+        input_ids_2: None,
+        time_ids: None,
         state: RowState {
             rows: &rows,
             exp_avg: &zeros[0],

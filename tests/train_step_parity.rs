@@ -105,10 +105,12 @@ fn check_step(model: &str, latents: LatentSource, gradient_kernels: GradientKern
     let noise = serde_json::from_value::<NoiseScheduleConfig>(folder.scheduler.clone()).unwrap();
     let config = TrainStepConfig {
         text_encoder: folder.text_encoder.clone(),
+        text_encoder_2: None,
         unet: folder.unet.clone(),
         vae: folder.vae.clone(),
         noise,
         compute_dtype: DType::F32,
+        vae_dtype: DType::F32,
         batch,
         resolution,
         seq_len: 77,
@@ -173,6 +175,8 @@ fn check_step(model: &str, latents: LatentSource, gradient_kernels: GradientKern
             moment_table: moments.as_ref().map(|(table, _)| table),
             moment_index: moments.as_ref().map(|(_, index)| index),
             input_ids: &ids,
+            input_ids_2: None,
+            time_ids: None,
             state: RowState {
                 rows: &rows,
                 exp_avg: &zeros[0],

@@ -49,7 +49,7 @@ fn run_unet(model: &str) -> Vec<(String, Vec<i64>, Vec<f32>)> {
     let t = f32_input("timestep", &t_shape);
     let ctx = f32_input("encoder_hidden_states", &ctx_shape);
     let unet = UNet2DConditionModel::new(folder.unet.clone()).unwrap();
-    let out = unet.forward(&p, &x, &t, &ctx).unwrap();
+    let out = unet.forward(&p, &x, &t, &ctx, None).unwrap();
     let mut outputs = vec![("out_sample".to_string(), out)];
     outputs.extend(
         p.taps()

@@ -18,6 +18,11 @@ pub struct TrainImages {
     pub paths: Vec<PathBuf>,
     pub images: Vec<Rgb8>,
     pub resolution: usize,
+    /// SDXL's size conditioning per image: (original height, original width, crop top, crop
+    /// left) as diffusers' SDXL trainer computes them. It squashes the image to a square, so
+    /// its crop is (0, 0); with `--center-crop` the crop is where the centred square lies once
+    /// the image's short side is scaled to the resolution.
+    pub size_conditions: Vec<[usize; 4]>,
 }
 
 /// One training example: which image, which caption template, mirrored or not.
@@ -46,6 +51,7 @@ impl TrainImages {
         let mut warnings = Vec::new();
         let mut paths = Vec::new();
         let mut images = Vec::new();
+        let mut size_conditions = Vec::new();
         for path in files {
             let hidden = path
                 .file_name()
@@ -59,6 +65,7 @@ impl TrainImages {
                 continue;
             }
             let rgb = load_rgb8(&path)?;
+            size_conditions.push(size_condition(rgb.height, rgb.width, resolution, center_crop));
             let square = if center_crop {
                 rgb.center_crop_square()
             } else {
@@ -79,6 +86,7 @@ impl TrainImages {
                 paths,
                 images,
                 resolution,
+                size_conditions,
             },
             warnings,
         ))
@@ -90,6 +98,19 @@ impl TrainImages {
 
     pub fn is_empty(&self) -> bool {
         self.images.is_empty()
+    }
+
+    /// SDXL's time ids of `samples`, `[B, 6]`: original size, crop, target size (the
+    /// resolution), as f32.
+    pub fn time_ids(&self, samples: &[Sample]) -> Vec<f32> {
+        let r = self.resolution as f32;
+        samples
+            .iter()
+            .flat_map(|s| {
+                let [h, w, top, left] = self.size_conditions[s.image];
+                [h as f32, w as f32, top as f32, left as f32, r, r]
+            })
+            .collect()
     }
 
     /// Pixels of `samples` as NCHW [B, 3, R, R] in [-1, 1] (`x / 127.5 - 1`), in bf16.
@@ -110,6 +131,17 @@ impl TrainImages {
         }
         out
     }
+}
+
+/// (original height, original width, crop top, crop left) of an image `height` x `width`.
+fn size_condition(height: usize, width: usize, resolution: usize, center_crop: bool) -> [usize; 4] {
+    if !center_crop {
+        return [height, width, 0, 0];
+    }
+    let short = height.min(width).max(1) as f64;
+    let scale = resolution as f64 / short;
+    let offset = |side: usize| ((side as f64 * scale - resolution as f64) / 2.0).round() as usize;
+    [height, width, offset(height), offset(width)]
 }
 
 /// A uniform integer in [0, n) without modulo bias (rejection sampling).

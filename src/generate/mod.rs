@@ -22,7 +22,7 @@ use crate::model::embeddings::{
     add_to_tokenizer, expand_prompt, read_embeddings, LearnedEmbedding,
 };
 use crate::model::folder::ModelFolder;
-use crate::model::tokenizer::ClipTokenizer;
+use crate::model::tokenizers::Tokenizers;
 use crate::rng::Key;
 use crate::runtime::device::MixedPrecision;
 use crate::runtime::device::{open_client, resolve_devices};
@@ -90,6 +90,7 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
         seq_len: prompts.seq_len,
         num_rows: prompts.num_rows,
         noise,
+        zero_negative: prompts.zero_negative,
     };
     let pipeline = Pipeline::new(&client, &folder, scheduler, config)?;
     let startup = started.elapsed();
@@ -165,10 +166,12 @@ fn check_flags(args: &GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-/// The prompts as token ids, with the learned tokens added to the tokenizer.
+/// The prompts as token ids, with the learned tokens added to the tokenizers.
 struct Prompts {
-    /// `[2, seq_len]`: the negative (or empty) prompt, then the prompt.
-    input_ids: Vec<i32>,
+    /// Per tokenizer, `[2, seq_len]`: the negative (or empty) prompt, then the prompt.
+    input_ids: Vec<Vec<i32>>,
+    /// No negative prompt on an SDXL model that zeros it (`force_zeros_for_empty_prompt`).
+    zero_negative: bool,
     negative_prompt: String,
     /// The learned rows, `[num_rows, hidden]`.
     rows: Vec<f32>,
@@ -181,28 +184,27 @@ fn encode_prompts(
     folder: &ModelFolder,
     embeddings: &[LearnedEmbedding],
 ) -> Result<Prompts> {
-    let mut tokenizer = ClipTokenizer::from_dir(folder.component("tokenizer"))?;
-    let vocab = folder.text_encoder.vocab_size;
-    if tokenizer.vocab_size() != vocab {
-        bail!(
-            "the tokenizer has {} tokens but the text encoder {vocab} rows: the model folder is inconsistent",
-            tokenizer.vocab_size()
-        );
-    }
-    let hidden = folder.text_encoder.hidden_size;
-    let rows = add_to_tokenizer(&mut tokenizer, embeddings, vocab, hidden)?;
+    let mut tokenizers = Tokenizers::open(folder, None)?;
+    let widths = folder.row_widths();
+    let rows = add_to_tokenizer(&mut tokenizers, embeddings, &widths)?;
+    // diffusers' `negative_prompt=None`: the empty prompt, or zeros for SDXL.
+    let zero_negative = args.negative_prompt.is_none() && folder.force_zeros_for_empty_prompt;
     let negative_prompt = args.negative_prompt.clone().unwrap_or_default();
-    let mut input_ids = Vec::new();
+    let mut input_ids = vec![Vec::new(); tokenizers.all.len()];
     for text in [&negative_prompt, &args.prompt] {
-        let ids = tokenizer.encode(&expand_prompt(&tokenizer, text)?)?;
-        input_ids.extend(ids.into_iter().map(|i| i as i32));
+        let text = expand_prompt(tokenizers.first(), text)?;
+        for (all, ids) in input_ids.iter_mut().zip(tokenizers.encode(&text)?) {
+            all.extend(ids);
+        }
     }
+    let hidden: usize = widths.iter().sum();
     Ok(Prompts {
         input_ids,
+        zero_negative,
         negative_prompt,
         num_rows: rows.len() / hidden,
         rows,
-        seq_len: tokenizer.max_length(),
+        seq_len: tokenizers.max_length(),
     })
 }
 

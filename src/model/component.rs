@@ -18,6 +18,8 @@ use crate::runtime::device_weights::{ComponentWeights, DeviceWeights};
 pub enum Component {
     /// `text_encoder/model.safetensors` (CLIPTextModel).
     TextEncoder,
+    /// SDXL's `text_encoder_2/model.safetensors` (CLIPTextModelWithProjection).
+    TextEncoder2,
     /// `unet/diffusion_pytorch_model.safetensors` (UNet2DConditionModel).
     Unet,
     /// `vae/diffusion_pytorch_model.safetensors` (AutoencoderKL).
@@ -25,13 +27,22 @@ pub enum Component {
 }
 
 impl Component {
-    pub const ALL: [Component; 3] = [Component::TextEncoder, Component::Unet, Component::Vae];
+    pub const ALL: [Component; 4] = [
+        Component::TextEncoder,
+        Component::TextEncoder2,
+        Component::Unet,
+        Component::Vae,
+    ];
+
+    /// The text encoders, in the order their widths make up the learned rows.
+    pub const TEXT_ENCODERS: [Component; 2] = [Component::TextEncoder, Component::TextEncoder2];
 
     /// The component's folder in the pipeline, which is also the key prefix programs bind its
     /// weights under.
     pub fn folder_name(self) -> &'static str {
         match self {
             Component::TextEncoder => interface::TEXT_ENCODER,
+            Component::TextEncoder2 => interface::TEXT_ENCODER_2,
             Component::Unet => interface::UNET,
             Component::Vae => interface::VAE,
         }
@@ -40,7 +51,7 @@ impl Component {
     /// The weight file's name without `.safetensors` (and without a variant).
     pub fn file_stem(self) -> &'static str {
         match self {
-            Component::TextEncoder => "model",
+            Component::TextEncoder | Component::TextEncoder2 => "model",
             Component::Unet | Component::Vae => "diffusion_pytorch_model",
         }
     }

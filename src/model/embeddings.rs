@@ -11,8 +11,10 @@ use anyhow::{bail, Context, Result};
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
+use crate::io::learned_embeds::SDXL_KEYS;
 use crate::io::torch_pickle;
 use crate::model::tokenizer::{placeholder_token_names, ClipTokenizer};
+use crate::model::tokenizers::Tokenizers;
 
 /// The key of A1111's (and kohya's) safetensors embeddings.
 const EMB_PARAMS: &str = "emb_params";
@@ -23,8 +25,11 @@ const STRING_TO_PARAM: &str = "string_to_param.*";
 #[derive(Clone, Debug, PartialEq)]
 pub struct LearnedEmbedding {
     pub token: String,
+    /// Values per vector: `widths` together.
     pub hidden: usize,
-    /// Row-major `[num_vectors, hidden]`.
+    /// One width per text encoder the file is for: `[D]`, or SDXL's `[D_clip_l, D_clip_g]`.
+    pub widths: Vec<usize>,
+    /// Row-major `[num_vectors, hidden]` (SDXL: each row `clip_l`'s then `clip_g`'s values).
     pub rows: Vec<f32>,
     pub path: PathBuf,
 }
@@ -67,6 +72,7 @@ pub fn read_embedding(path: &Path, token: Option<&str>) -> Result<LearnedEmbeddi
             path.display()
         ),
     };
+    let widths = found.widths.clone().unwrap_or_else(|| vec![hidden]);
     let token = token.map_or(found.name, str::to_string);
     if token.trim().is_empty() {
         bail!(
@@ -77,6 +83,7 @@ pub fn read_embedding(path: &Path, token: Option<&str>) -> Result<LearnedEmbeddi
     Ok(LearnedEmbedding {
         token,
         hidden,
+        widths,
         rows: found.values,
         path: path.to_path_buf(),
     })
@@ -90,6 +97,8 @@ struct Found {
     name: String,
     shape: Vec<usize>,
     values: Vec<f32>,
+    /// SDXL's two parts' widths (the values then hold each row's parts side by side).
+    widths: Option<Vec<usize>>,
 }
 
 fn from_safetensors(bytes: &[u8], stem: String) -> Result<Found> {
@@ -100,6 +109,9 @@ fn from_safetensors(bytes: &[u8], stem: String) -> Result<Found> {
         .and_then(|(_, m)| m.metadata().as_ref()?.get("name").cloned());
     let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
     names.sort();
+    if SDXL_KEYS.iter().all(|k| names.iter().any(|n| n == k)) && names.len() == 2 {
+        return sdxl_pair(&st, metadata_name.unwrap_or(stem));
+    }
     let (key, name) = if names.iter().any(|n| n == STRING_TO_PARAM) {
         (STRING_TO_PARAM.to_string(), metadata_name.unwrap_or(stem))
     } else if names.iter().any(|n| n == EMB_PARAMS) {
@@ -113,6 +125,50 @@ fn from_safetensors(bytes: &[u8], stem: String) -> Result<Found> {
         );
     };
     let view = st.tensor(&key).expect("a listed name");
+    Ok(Found {
+        values: tensor_values(&key, &view)?,
+        key,
+        name,
+        shape: view.shape().to_vec(),
+        widths: None,
+    })
+}
+
+/// An SDXL embedding: `clip_l` [n, D1] and `clip_g` [n, D2] joined row by row.
+fn sdxl_pair(st: &SafeTensors<'_>, name: String) -> Result<Found> {
+    let mut parts = Vec::new();
+    for key in SDXL_KEYS {
+        let view = st.tensor(key).expect("a listed name");
+        let shape = match view.shape() {
+            [d] => [1, *d],
+            [n, d] => [*n, *d],
+            other => bail!("{key} has shape {other:?}; expected [vectors, width]"),
+        };
+        if shape[0] == 0 || shape[1] == 0 {
+            bail!("{key} is empty");
+        }
+        parts.push((shape, tensor_values(key, &view)?));
+    }
+    let ([n1, d1], [n2, d2]) = (parts[0].0, parts[1].0);
+    if n1 != n2 {
+        bail!("clip_l has {n1} vectors but clip_g {n2}: the file is damaged");
+    }
+    let mut values = Vec::with_capacity(n1 * (d1 + d2));
+    for i in 0..n1 {
+        values.extend_from_slice(&parts[0].1[i * d1..(i + 1) * d1]);
+        values.extend_from_slice(&parts[1].1[i * d2..(i + 1) * d2]);
+    }
+    Ok(Found {
+        key: "clip_l, clip_g".to_string(),
+        name,
+        shape: vec![n1, d1 + d2],
+        values,
+        widths: Some(vec![d1, d2]),
+    })
+}
+
+/// A safetensors tensor's values as f32.
+fn tensor_values(key: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f32>> {
     let values: Vec<f32> = match view.dtype() {
         Dtype::F32 => view
             .data()
@@ -131,12 +187,7 @@ fn from_safetensors(bytes: &[u8], stem: String) -> Result<Found> {
             .collect(),
         other => bail!("{key} is {other:?}; an embedding is f32, f16 or bf16"),
     };
-    Ok(Found {
-        key,
-        name,
-        shape: view.shape().to_vec(),
-        values,
-    })
+    Ok(values)
 }
 
 /// A1111's `.pt` (`string_to_param["*"]` and `name`) or diffusers' `.bin` (`{token: tensor}`).
@@ -163,6 +214,7 @@ fn from_torch(bytes: &[u8], stem: String) -> Result<Found> {
             name,
             shape: t.shape.clone(),
             values: t.values.clone(),
+            widths: None,
         }),
         _ => bail!("{key} is not a tensor"),
     }
@@ -184,23 +236,31 @@ pub fn read_embeddings(paths: &[PathBuf], tokens: &[String]) -> Result<Vec<Learn
         .collect()
 }
 
-/// Adds every embedding's tokens to `tokenizer` (whose ids must then follow the text
-/// encoder's `vocab_size` rows) and returns all their rows, in id order, to append to the token
-/// table.
+/// Adds every embedding's tokens to the tokenizers (whose ids must then follow each text
+/// encoder's vocabulary) and returns all their rows, in id order, to append to the token
+/// tables; `widths` are the model's text encoders' hidden sizes.
 pub fn add_to_tokenizer(
-    tokenizer: &mut ClipTokenizer,
+    tokenizers: &mut Tokenizers,
     embeddings: &[LearnedEmbedding],
-    vocab_size: usize,
-    hidden: usize,
+    widths: &[usize],
 ) -> Result<Vec<f32>> {
+    let hidden: usize = widths.iter().sum();
     let mut rows = Vec::new();
     for (i, e) in embeddings.iter().enumerate() {
-        if e.hidden != hidden {
+        if e.widths != widths {
+            let kind = |w: &[usize]| match w.len() {
+                1 => format!("an SD 1.x/2.x embedding of width {}", w[0]),
+                _ => format!("an SDXL embedding of widths {w:?} (clip_l, clip_g)"),
+            };
+            let model = match widths.len() {
+                1 => format!("an SD 1.x/2.x model with text encoder width {}", widths[0]),
+                _ => format!("an SDXL model with text encoder widths {widths:?}"),
+            };
             bail!(
-                "{}: the embedding {:?} has {} values per vector but this model's text encoder has hidden size {hidden} (SD 1.x uses 768, SD 2.x 1024): use an embedding trained for this model",
+                "{}: the embedding {:?} is {}, but this is {model}: use an embedding trained for this model",
                 e.path.display(),
                 e.token,
-                e.hidden
+                kind(&e.widths)
             );
         }
         if let Some(other) = embeddings[..i].iter().find(|o| o.token == e.token) {
@@ -214,22 +274,16 @@ pub fn add_to_tokenizer(
         if let Some(existing) = e
             .token_names()
             .into_iter()
-            .find(|n| tokenizer.token_id(n).is_some())
+            .find(|n| tokenizers.all.iter().any(|t| t.token_id(n).is_some()))
         {
             bail!(
                 "{}: the token {existing:?} is already in the model's tokenizer; pass --token with another name",
                 e.path.display()
             );
         }
-        let first = (vocab_size + rows.len() / hidden) as u32;
-        let ids = tokenizer.add_placeholder_tokens(&e.token, e.num_vectors())?;
-        let expected: Vec<u32> = (first..first + ids.len() as u32).collect();
-        if ids != expected {
-            bail!(
-                "the tokens of {} got ids {ids:?}, expected {expected:?}: the tokenizer has added tokens the text encoder lacks",
-                e.path.display()
-            );
-        }
+        tokenizers
+            .add_placeholder_tokens(&e.token, e.num_vectors(), rows.len() / hidden)
+            .with_context(|| format!("{}", e.path.display()))?;
         rows.extend_from_slice(&e.rows);
     }
     Ok(rows)

@@ -18,6 +18,12 @@ pub struct ModelFolder {
     pub root: PathBuf,
     pub variant: Option<String>,
     pub text_encoder: CLIPTextConfig,
+    /// SDXL's `text_encoder_2` (CLIPTextModelWithProjection); its presence makes the folder an
+    /// SDXL pipeline.
+    pub text_encoder_2: Option<CLIPTextConfig>,
+    /// `model_index.json`'s `force_zeros_for_empty_prompt` (SDXL: true unless set false):
+    /// without a negative prompt the unconditional embeddings are zeros.
+    pub force_zeros_for_empty_prompt: bool,
     pub unet: UNet2DConditionConfig,
     pub vae: AutoencoderKLConfig,
     /// `scheduler/scheduler_config.json` as written; each scheduler reads its own fields.
@@ -76,8 +82,26 @@ impl ModelFolder {
                 root.display()
             );
         }
+        let text_encoder_2: Option<CLIPTextConfig> = match root.join("text_encoder_2").is_dir() {
+            true => Some(read_config(&root.join("text_encoder_2/config.json"))?),
+            false => None,
+        };
+        let index: serde_json::Value = match root.join("model_index.json").is_file() {
+            true => read_config(&root.join("model_index.json"))?,
+            false => serde_json::Value::Null,
+        };
+        let force_zeros_for_empty_prompt = text_encoder_2.is_some()
+            && index["force_zeros_for_empty_prompt"].as_bool().unwrap_or(true);
+        if text_encoder_2.is_some() && !root.join("tokenizer_2").is_dir() {
+            bail!(
+                "{} has text_encoder_2/ but no tokenizer_2/: an SDXL folder needs both",
+                root.display()
+            );
+        }
         Ok(ModelFolder {
             text_encoder: read_config(&root.join("text_encoder/config.json"))?,
+            text_encoder_2,
+            force_zeros_for_empty_prompt,
             unet: read_config(&root.join("unet/config.json"))?,
             vae: read_config(&root.join("vae/config.json"))?,
             scheduler: read_config(&root.join("scheduler/scheduler_config.json"))?,
@@ -88,6 +112,65 @@ impl ModelFolder {
 
     pub fn component(&self, name: &str) -> PathBuf {
         self.root.join(name)
+    }
+
+    /// An SDXL pipeline (two text encoders, text-time conditioning).
+    pub fn is_sdxl(&self) -> bool {
+        self.text_encoder_2.is_some()
+    }
+
+    /// The text encoders' configs, in the learned rows' column order.
+    pub fn text_encoders(&self) -> Vec<&CLIPTextConfig> {
+        std::iter::once(&self.text_encoder)
+            .chain(&self.text_encoder_2)
+            .collect()
+    }
+
+    /// Each text encoder's hidden size: the column split of the learned rows.
+    pub fn row_widths(&self) -> Vec<usize> {
+        self.text_encoders().iter().map(|c| c.hidden_size).collect()
+    }
+
+    /// The learned rows' width: every text encoder's hidden size together.
+    pub fn row_width(&self) -> usize {
+        self.row_widths().iter().sum()
+    }
+
+    /// SDXL's `[text_embeds width, time ids per sample]`; an error when the UNet does not
+    /// take text-time conditioning as this pipeline's second encoder needs it.
+    pub fn text_time(&self) -> Result<Option<[usize; 2]>> {
+        let Some(e) = &self.text_encoder_2 else {
+            return Ok(None);
+        };
+        match self.unet.text_time_ids(e.projection_dim) {
+            Some(6) => Ok(Some([e.projection_dim, 6])),
+            Some(n) => bail!(
+                "{}: the UNet takes {n} time ids per sample; ti-xla supports SDXL's 6 (original size, crop, target size), not a refiner's aesthetic score",
+                self.root.display()
+            ),
+            None => bail!(
+                "{}: an SDXL UNet needs addition_embed_type \"text_time\" whose projection_class_embeddings_input_dim is text_encoder_2's projection_dim ({}) plus 6 x addition_time_embed_dim",
+                self.root.display(),
+                e.projection_dim
+            ),
+        }
+    }
+
+    /// The VAE's dtype for a run in `compute`: f32 for an SDXL VAE with `force_upcast` (as
+    /// diffusers' SDXL pipelines upcast it), else the compute dtype.
+    pub fn vae_dtype(&self, compute: xla_graphs::DType) -> xla_graphs::DType {
+        match self.is_sdxl() && self.vae.force_upcast {
+            true => xla_graphs::DType::F32,
+            false => compute,
+        }
+    }
+
+    /// The image size the model was trained at (the UNet's `sample_size` in pixels: 1024 for
+    /// SDXL base, 512 for SD 1.5), if the config says.
+    pub fn native_resolution(&self) -> Option<usize> {
+        self.unet
+            .sample_size
+            .map(|s| s * self.vae.downscale_factor())
     }
 }
 

@@ -1,6 +1,7 @@
 //! `--save-as-full-pipeline`: a diffusers folder that knows the new tokens. Every file of the
-//! base model is copied, except that the text encoder's token table gains the learned rows
-//! after the vocabulary (`vocab_size` grows to match) and the tokenizer lists the new tokens
+//! base model is copied, except that each text encoder's token table (SDXL: both) gains its
+//! part of the learned rows after the vocabulary (`vocab_size` grows to match) and each
+//! tokenizer lists the new tokens
 //! (`added_tokens_decoder` in `tokenizer_config.json`, `added_tokens.json`, and `added_tokens`
 //! of a `tokenizer.json`), as `pipeline.save_pretrained` writes them after training.
 
@@ -10,58 +11,67 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use xla_graphs::DType;
 
+use crate::io::learned_embeds::split_columns;
 use crate::io::tensor_file::{write_f32_atomic, F32Tensor};
 use crate::model::component::Component;
 
 const TOKEN_TABLE: &str = "text_model.embeddings.token_embedding.weight";
 
-/// The trained tokens: their names, the id of the first (the rest follow) and their rows.
+/// The trained tokens: their names, each text encoder's id of the first (the rest follow)
+/// and their rows, `[n, sum(widths)]` with each encoder's part side by side.
 #[derive(Clone, Copy)]
 pub struct LearnedTokens<'a> {
     pub names: &'a [String],
-    pub first_id: usize,
+    pub first_ids: &'a [usize],
     pub rows: &'a [f32],
-    pub hidden: usize,
+    pub widths: &'a [usize],
 }
 
-/// Writes the pipeline into `out` (created; files already there are replaced).
+/// The tokenizer folders of a pipeline, in text-encoder order.
+const TOKENIZERS: [&str; 2] = ["tokenizer", "tokenizer_2"];
+
+/// Writes the pipeline into `out` (created; files already there are replaced); `tokenizers`
+/// are the tokenizer folders the run used, one per text encoder.
 pub fn save_full_pipeline(
     model: &Path,
-    tokenizer: &Path,
+    tokenizers: &[&Path],
     variant: Option<&str>,
     out: &Path,
     learned: &LearnedTokens<'_>,
 ) -> Result<()> {
     let LearnedTokens {
         names: tokens,
-        first_id,
+        first_ids,
         rows,
-        hidden,
+        widths,
     } = *learned;
-    if rows.len() != tokens.len() * hidden {
+    let hidden: usize = widths.iter().sum();
+    if rows.len() != tokens.len() * hidden
+        || first_ids.len() != widths.len()
+        || tokenizers.len() != widths.len()
+    {
         bail!(
-            "{} learned values for {} token(s) of width {hidden}",
+            "{} learned values for {} token(s) of widths {widths:?}",
             rows.len(),
             tokens.len()
         );
     }
+    let encoders = &Component::TEXT_ENCODERS[..widths.len()];
     copy_tree(model, out, &|rel: &Path| {
         // Rewritten below; other variants' weight files would disagree with the new table.
-        rel.starts_with("text_encoder")
+        encoders.iter().any(|c| rel.starts_with(c.folder_name()))
             && rel
                 .extension()
                 .is_some_and(|e| e == "safetensors" || e == "bin" || e == "json")
     })?;
-    write_text_encoder(
-        model,
-        variant,
-        &out.join("text_encoder"),
-        first_id,
-        rows,
-        hidden,
-    )?;
-    copy_tree(tokenizer, &out.join("tokenizer"), &|_| false)?;
-    write_tokenizer(tokenizer, &out.join("tokenizer"), tokens, first_id)?;
+    let parts = split_columns(rows, widths);
+    for (i, &component) in encoders.iter().enumerate() {
+        let dir = out.join(component.folder_name());
+        write_text_encoder(model, component, variant, &dir, first_ids[i], &parts[i], widths[i])?;
+        let tokenizer_out = out.join(TOKENIZERS[i]);
+        copy_tree(tokenizers[i], &tokenizer_out, &|_| false)?;
+        write_tokenizer(tokenizers[i], &tokenizer_out, tokens, first_ids[i])?;
+    }
     drop_absent_components(out)
 }
 
@@ -127,13 +137,13 @@ fn copy_tree(from: &Path, to: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<()>
 
 fn write_text_encoder(
     model: &Path,
+    component: Component,
     variant: Option<&str>,
     out: &Path,
     first_id: usize,
     rows: &[f32],
     hidden: usize,
 ) -> Result<()> {
-    let component = Component::TextEncoder;
     let dir = model.join(component.folder_name());
     let files = component.open_in(model, variant)?;
     let to_f32 = |b: Vec<u8>| -> Vec<f32> {

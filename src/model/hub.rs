@@ -165,8 +165,27 @@ pub fn plan(has: &dyn Fn(&str) -> bool, variant: Option<&str>, what: &str) -> Re
         bail!("{what} has no tokenizer/vocab.json + tokenizer/merges.txt (nor tokenizer/tokenizer.json)");
     }
     files.extend(TOKENIZER.iter().filter(|n| has(n)).map(|n| n.to_string()));
+    // SDXL: a second text encoder and its tokenizer.
+    let sdxl = has("text_encoder_2/config.json");
+    if sdxl {
+        let tokenizer_2_ok = has("tokenizer_2/tokenizer.json")
+            || (has("tokenizer_2/vocab.json") && has("tokenizer_2/merges.txt"));
+        if !tokenizer_2_ok {
+            bail!("{what} has text_encoder_2/ but no tokenizer_2/vocab.json + tokenizer_2/merges.txt (nor tokenizer_2/tokenizer.json)");
+        }
+        files.push("text_encoder_2/config.json".to_string());
+        files.extend(
+            TOKENIZER
+                .iter()
+                .map(|n| n.replacen("tokenizer/", "tokenizer_2/", 1))
+                .filter(|n| has(n)),
+        );
+    }
     let mut indexes = Vec::new();
     for component in Component::ALL {
+        if component == Component::TextEncoder2 && !sdxl {
+            continue;
+        }
         let (dir, stem) = (component.folder_name(), component.file_stem());
         let (single, index_names) = weight_file_names(stem, variant);
         let path = |name: &str| format!("{dir}/{name}");

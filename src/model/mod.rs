@@ -8,3 +8,4 @@ pub mod folder;
 pub mod full_pipeline;
 pub mod hub;
 pub mod tokenizer;
+pub mod tokenizers;

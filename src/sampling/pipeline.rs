@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use xla_graphs::programs::interface::{Arg, Args, Output};
 use xla_graphs::programs::sampling::{
     build_denoise_step, build_text_encode, build_vae_decode, DenoiseInputs, DenoiseOutputs,
-    DenoiseStepConfig, StepNoise, TextEncodeInputs, TextEncodeOutputs, VaeDecodeInputs,
-    VaeDecodeOutputs,
+    DenoiseStepConfig, StepNoise, TextEncodeConfig, TextEncodeInputs, TextEncodeOutputs,
+    VaeDecodeInputs, VaeDecodeOutputs,
 };
 use xla_graphs::schedulers::Scheduler;
 use xla_graphs::DType;
@@ -33,6 +33,9 @@ pub struct PipelineConfig {
     /// Learned rows appended to the token table.
     pub num_rows: usize,
     pub noise: StepNoise,
+    /// The negative half is zeros (SDXL without a negative prompt, when the pipeline sets
+    /// `force_zeros_for_empty_prompt`).
+    pub zero_negative: bool,
 }
 
 /// Where Euler ancestral's noise comes from.
@@ -47,9 +50,10 @@ pub enum NoiseFeed<'a> {
 
 /// One run's host inputs.
 pub struct SampleRequest<'a> {
-    /// `[2, seq_len]`: the negative (or empty) prompt, then the prompt.
-    pub input_ids: &'a [i32],
-    /// `[num_rows, hidden]` learned rows.
+    /// Per tokenizer (SDXL has two), `[2, seq_len]`: the negative (or empty) prompt, then the
+    /// prompt.
+    pub input_ids: &'a [Vec<i32>],
+    /// `[num_rows, hidden]` learned rows (SDXL: both tables' parts side by side).
     pub rows: &'a [f32],
     /// Standard-normal starting latents of every slot (`devices * batch`), in slot order; they
     /// are scaled by the scheduler's `init_noise_sigma` here.
@@ -102,6 +106,8 @@ pub struct Pipeline {
     config: PipelineConfig,
     /// One device's latents.
     latent_dims: [i64; 4],
+    /// SDXL's time ids for the output size, `[2, 6]` (negative and positive alike).
+    time_ids: Option<Vec<f32>>,
 }
 
 impl Pipeline {
@@ -117,24 +123,34 @@ impl Pipeline {
         let latent_size = [c.height / f, c.width / f];
         let dtype = c.compute_dtype;
 
-        let program = build_text_encode(&folder.text_encoder, dtype, c.seq_len, c.num_rows)
-            .context("cannot trace the text encoder")?;
+        let program = build_text_encode(&TextEncodeConfig {
+            text_encoder: folder.text_encoder.clone(),
+            text_encoder_2: folder.text_encoder_2.clone(),
+            dtype,
+            seq_len: c.seq_len,
+            num_rows: c.num_rows,
+            zero_negative: c.zero_negative,
+        })
+        .context("cannot trace the text encoder")?;
         let text = CompiledProgram::new(client, folder, program, c.devices, name("text encoder"))?;
+        let text_time = folder.text_time()?;
         let program = build_denoise_step(&DenoiseStepConfig {
             unet: folder.unet.clone(),
             compute_dtype: dtype,
             batch: c.batch,
             latent_size,
             seq_len: c.seq_len,
-            context_dim: folder.text_encoder.hidden_size,
+            context_dim: folder.row_width(),
+            text_time,
             scheduler: scheduler.as_ref(),
             noise: c.noise,
         })
         .context("cannot trace the denoising step")?;
         let step =
             CompiledProgram::new(client, folder, program, c.devices, name("denoising step"))?;
-        let program = build_vae_decode(&folder.vae, dtype, c.batch, latent_size)
-            .context("cannot trace the VAE decoder")?;
+        let program =
+            build_vae_decode(&folder.vae, folder.vae_dtype(dtype), c.batch, latent_size)
+                .context("cannot trace the VAE decoder")?;
         let decode = CompiledProgram::new(client, folder, program, c.devices, name("VAE decoder"))?;
         let latent_dims = [
             c.batch as i64,
@@ -142,6 +158,10 @@ impl Pipeline {
             latent_size[0] as i64,
             latent_size[1] as i64,
         ];
+        // diffusers' `_get_add_time_ids`: original size = target size = the output's, crop
+        // (0, 0), the same for the negative prompt.
+        let (hh, ww) = (c.height as f32, c.width as f32);
+        let time_ids = text_time.map(|_| [hh, ww, 0.0, 0.0, hh, ww].repeat(2));
         Ok(Pipeline {
             text,
             step,
@@ -149,6 +169,7 @@ impl Pipeline {
             scheduler,
             config,
             latent_dims,
+            time_ids,
         })
     }
 
@@ -182,9 +203,9 @@ impl Pipeline {
             self.slots(),
             self.latent_len()
         );
-        let context = self.encode_text(client, request)?;
+        let text = self.encode_text(client, request)?;
         let encoded = Instant::now();
-        let latents = self.denoise(client, request, &context, on_step)?;
+        let latents = self.denoise(client, request, &text, on_step)?;
         let denoised = Instant::now();
         let mut images = Vec::new();
         let inputs: Vec<_> = latents
@@ -209,15 +230,24 @@ impl Pipeline {
         })
     }
 
-    /// The encoder states of the negative prompt and the prompt, on every device.
+    /// The encoder states (and SDXL's pooled embeddings) of the negative prompt and the
+    /// prompt, on every device.
     fn encode_text(
         &self,
         client: &Client,
         request: &SampleRequest<'_>,
-    ) -> Result<Vec<DeviceBuffer>> {
+    ) -> Result<Vec<TextEncodeOutputs<DeviceBuffer>>> {
         let c = &self.config;
         let upload = |d: usize| -> Result<TextEncodeInputs<DeviceBuffer>> {
-            let ids = client.buffer_from_host(request.input_ids, &[2, c.seq_len as i64], d)?;
+            let dims = [2, c.seq_len as i64];
+            let ids = |i: usize| -> Result<Option<DeviceBuffer>> {
+                request
+                    .input_ids
+                    .get(i)
+                    .map(|ids| client.buffer_from_host(ids, &dims, d))
+                    .transpose()
+                    .map_err(Into::into)
+            };
             let rows = match c.num_rows {
                 0 => None,
                 n => {
@@ -226,18 +256,14 @@ impl Pipeline {
                 }
             };
             Ok(TextEncodeInputs {
-                input_ids: ids,
+                input_ids: ids(0)?.context("no prompt ids")?,
+                input_ids_2: ids(1)?,
                 rows,
             })
         };
         let owned = (0..c.devices).map(upload).collect::<Result<Vec<_>>>()?;
         let inputs: Vec<_> = owned.iter().map(Args::as_refs).collect();
-        Ok(self
-            .text
-            .run(&inputs)?
-            .into_iter()
-            .map(|o| o.context)
-            .collect())
+        self.text.run(&inputs)
     }
 
     /// Every denoising step from the scaled starting latents; returns each device's final
@@ -246,7 +272,7 @@ impl Pipeline {
         &self,
         client: &Client,
         request: &SampleRequest<'_>,
-        context: &[DeviceBuffer],
+        text: &[TextEncodeOutputs<DeviceBuffer>],
         on_step: &mut dyn FnMut(usize),
     ) -> Result<Vec<DeviceBuffer>> {
         let (devices, batch) = (self.config.devices, self.config.batch);
@@ -269,6 +295,14 @@ impl Pipeline {
             .collect::<Result<Vec<_>>>()?;
         let guidance = (0..devices)
             .map(|d| client.buffer_from_host(&[request.guidance_scale as f32], &[], d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let time_ids = (0..devices)
+            .map(|d| {
+                self.time_ids
+                    .as_ref()
+                    .map(|t| client.buffer_from_host(t, &[2, t.len() as i64 / 2], d))
+                    .transpose()
+            })
             .collect::<Result<Vec<_>, _>>()?;
 
         for (i, &t) in s.timesteps().iter().enumerate() {
@@ -304,7 +338,9 @@ impl Pipeline {
                 .map(
                     |(d, ((timestep, scalars, keys, noise), now))| DenoiseInputs {
                         latents: &now.latents,
-                        context: &context[d],
+                        context: &text[d].context,
+                        text_embeds: text[d].text_embeds.as_ref(),
+                        time_ids: time_ids[d].as_ref(),
                         timestep,
                         scalars,
                         guidance_scale: &guidance[d],

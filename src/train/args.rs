@@ -43,9 +43,10 @@ pub struct TrainArgs {
     /// How many times each image appears per epoch.
     #[arg(long, default_value_t = 100)]
     pub repeats: usize,
-    /// Training image size (square).
-    #[arg(long, default_value_t = 512)]
-    pub resolution: usize,
+    /// Training image size (square); default 512, or the model's own size for SDXL (1024 for
+    /// SDXL base).
+    #[arg(long)]
+    pub resolution: Option<usize>,
     /// Crop the centred square before resizing (else squash the whole image).
     #[arg(long = "center-crop", alias = "center_crop")]
     pub center_crop: bool,

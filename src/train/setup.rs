@@ -11,18 +11,24 @@ use super::lr_schedule::LrSchedule;
 use crate::data::dataset::TrainImages;
 use crate::model::component::Component;
 use crate::model::folder::ModelFolder;
-use crate::model::tokenizer::{placeholder_token_names, ClipTokenizer};
+use crate::model::tokenizer::placeholder_token_names;
+use crate::model::tokenizers::Tokenizers;
 use crate::runtime::device::MixedPrecision;
 
 pub struct RunPlan {
     pub folder: ModelFolder,
-    pub tokenizer: ClipTokenizer,
+    /// One per text encoder, with the placeholder tokens added.
+    pub tokenizers: Tokenizers,
     /// The placeholder string as prompts use it: "P" or "P P_1 P_2".
     pub placeholder_text: String,
     pub placeholder_ids: Vec<u32>,
-    /// `num_vectors` copies of the initializer's row, row-major.
+    /// `num_vectors` copies of the initializer's row, row-major (SDXL: each row the
+    /// initializer's row of the first table, then of the second).
     pub initial_rows: Vec<f32>,
+    /// The rows' width: the text encoders' hidden sizes together.
     pub hidden: usize,
+    /// Training image size: `--resolution`, else the model's (SDXL) or 512 (SD 1.x/2.x).
+    pub resolution: usize,
     pub images: TrainImages,
     pub compute_dtype: DType,
     pub batches_per_epoch: usize,
@@ -45,38 +51,32 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
         }
     }
     let folder = args.model.open()?;
-    let tokenizer_dir = args
-        .tokenizer_name
-        .clone()
-        .unwrap_or_else(|| folder.component("tokenizer"));
-    let mut tokenizer = ClipTokenizer::from_dir(&tokenizer_dir)?;
-    let vocab = folder.text_encoder.vocab_size;
-    if tokenizer.vocab_size() != vocab {
-        bail!(
-            "the tokenizer has {} tokens but the text encoder {vocab} rows: use the model's own tokenizer",
-            tokenizer.vocab_size()
-        );
-    }
+    folder.text_time()?;
+    let mut tokenizers = Tokenizers::open(&folder, args.tokenizer_name.clone())?;
+    // The step appends the trainable rows after the frozen tables, so the new ids must follow.
     let placeholder_ids =
-        tokenizer.add_placeholder_tokens(&args.placeholder_token, args.num_vectors)?;
-    // The step appends the trainable rows after the frozen table, so the new ids must follow it.
-    let expected: Vec<u32> = (vocab as u32..(vocab + args.num_vectors) as u32).collect();
-    if placeholder_ids != expected {
-        bail!("the placeholder tokens got ids {placeholder_ids:?}, expected {expected:?}: the tokenizer already has added tokens");
+        tokenizers.add_placeholder_tokens(&args.placeholder_token, args.num_vectors, 0)?;
+    let initializer = tokenizers.encode_initializer(&args.initializer_token)?;
+    let mut row = Vec::new();
+    for ((component, config), id) in Component::TEXT_ENCODERS
+        .into_iter()
+        .zip(folder.text_encoders())
+        .zip(initializer)
+    {
+        row.extend(initializer_row(&folder, component, id as usize, config.hidden_size)?);
     }
-    let initializer = tokenizer.encode_initializer(&args.initializer_token)?;
-    let hidden = folder.text_encoder.hidden_size;
-    let row = initializer_row(&folder, initializer as usize, hidden)?;
+    let hidden = folder.row_width();
     let initial_rows = row.repeat(args.num_vectors);
+    let resolution = args
+        .resolution
+        .or(folder.is_sdxl().then(|| folder.native_resolution()).flatten())
+        .unwrap_or(512);
 
-    let images = load_images(args)?;
+    let images = load_images(args, resolution)?;
     let unet = UNet2DConditionModel::new(folder.unet.clone())?;
     let multiple = folder.vae.downscale_factor() * unet.size_multiple() as usize;
-    if !args.resolution.is_multiple_of(multiple) {
-        bail!(
-            "--resolution {} must be a multiple of {multiple} for this model",
-            args.resolution
-        );
+    if !resolution.is_multiple_of(multiple) {
+        bail!("--resolution {resolution} must be a multiple of {multiple} for this model");
     }
     let compute_dtype = MixedPrecision::resolve(args.mixed_precision, args.device.device);
     let samples = images.len() * args.repeats;
@@ -110,12 +110,13 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
     };
     Ok(RunPlan {
         folder,
-        tokenizer,
+        tokenizers,
         placeholder_text: placeholder_token_names(&args.placeholder_token, args.num_vectors)
             .join(" "),
         placeholder_ids,
         initial_rows,
         hidden,
+        resolution,
         images,
         compute_dtype,
         batches_per_epoch,
@@ -124,18 +125,23 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
     })
 }
 
-fn load_images(args: &TrainArgs) -> Result<TrainImages> {
+fn load_images(args: &TrainArgs, resolution: usize) -> Result<TrainImages> {
     let (images, warnings) =
-        TrainImages::load(&args.train_data_dir, args.resolution, args.center_crop)?;
+        TrainImages::load(&args.train_data_dir, resolution, args.center_crop)?;
     for w in warnings {
         eprintln!("warning: {w}");
     }
     Ok(images)
 }
 
-/// The initializer's row of the token table, as f32.
-fn initializer_row(folder: &ModelFolder, id: usize, hidden: usize) -> Result<Vec<f32>> {
-    let files = Component::TextEncoder.open(folder)?;
+/// The initializer's row of a text encoder's token table, as f32.
+fn initializer_row(
+    folder: &ModelFolder,
+    component: Component,
+    id: usize,
+    hidden: usize,
+) -> Result<Vec<f32>> {
+    let files = component.open(folder)?;
     let name = "text_model.embeddings.token_embedding.weight";
     let bytes = files
         .read_as(name, DType::F32)

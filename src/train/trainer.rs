@@ -124,21 +124,30 @@ fn starting_point(
 fn write_outputs(args: &TrainArgs, run: &RunPlan, rows: &[f32]) -> Result<PathBuf> {
     let out = &args.output_dir;
     let learned_embeds = out.join("learned_embeds.safetensors");
-    write_learned_embeds(&learned_embeds, &args.placeholder_token, rows, run.hidden)?;
+    let widths = run.folder.row_widths();
+    write_learned_embeds(&learned_embeds, &args.placeholder_token, rows, &widths)?;
     if args.save_as_full_pipeline {
         let tokenizer = args
             .tokenizer_name
             .clone()
             .unwrap_or_else(|| run.folder.component("tokenizer"));
+        let tokenizer_2 = run.folder.component("tokenizer_2");
+        let tokenizers = [tokenizer.as_path(), tokenizer_2.as_path()];
         let names = placeholder_token_names(&args.placeholder_token, args.num_vectors);
+        let first_ids: Vec<usize> = run
+            .folder
+            .text_encoders()
+            .iter()
+            .map(|c| c.vocab_size)
+            .collect();
         let learned = LearnedTokens {
             names: &names,
-            first_id: run.placeholder_ids[0] as usize,
+            first_ids: &first_ids,
             rows,
-            hidden: run.hidden,
+            widths: &widths,
         };
         let (root, variant) = (&run.folder.root, run.folder.variant.as_deref());
-        save_full_pipeline(root, &tokenizer, variant, out, &learned)?;
+        save_full_pipeline(root, &tokenizers[..widths.len()], variant, out, &learned)?;
     }
     // The whole run's curve, from the log (which a resumed run appends to).
     let logged: Vec<f64> = std::fs::read_to_string(out.join("train_log.jsonl"))
@@ -165,6 +174,9 @@ struct Trainer<'a> {
 /// One device's inputs of one micro-step, uploaded.
 struct DeviceBatch {
     input_ids: DeviceBuffer,
+    /// SDXL: the second tokenizer's ids and the time ids.
+    input_ids_2: Option<DeviceBuffer>,
+    time_ids: Option<DeviceBuffer>,
     key: DeviceBuffer,
     sample_index: DeviceBuffer,
     lr: DeviceBuffer,
@@ -192,13 +204,15 @@ impl<'a> Trainer<'a> {
             .context("scheduler/scheduler_config.json has no usable noise schedule")?;
         let config = TrainStepConfig {
             text_encoder: run.folder.text_encoder.clone(),
+            text_encoder_2: run.folder.text_encoder_2.clone(),
             unet: run.folder.unet.clone(),
             vae: run.folder.vae.clone(),
             noise,
             compute_dtype: run.compute_dtype,
+            vae_dtype: run.folder.vae_dtype(run.compute_dtype),
             batch: args.train_batch_size,
-            resolution: args.resolution,
-            seq_len: run.tokenizer.max_length(),
+            resolution: run.resolution,
+            seq_len: run.tokenizers.max_length(),
             num_vectors: args.num_vectors,
             num_devices: devices,
             latents,
@@ -215,8 +229,8 @@ impl<'a> Trainer<'a> {
                 client,
                 &run.folder,
                 &run.images,
-                run.compute_dtype,
-                args.resolution,
+                run.folder.vae_dtype(run.compute_dtype),
+                run.resolution,
                 devices,
             )?),
             LatentSource::Encode => None,
@@ -271,7 +285,8 @@ impl<'a> Trainer<'a> {
             if save_due {
                 let path = out.join(format!("learned_embeds-steps-{}.safetensors", state.step));
                 let values = rows[0].rows.to_vec::<f32>()?;
-                write_learned_embeds(&path, &args.placeholder_token, &values, run.hidden)?;
+                let widths = run.folder.row_widths();
+                write_learned_embeds(&path, &args.placeholder_token, &values, &widths)?;
             }
             if checkpoint_due || stop {
                 let limit = args.checkpoints_total_limit;
@@ -343,6 +358,8 @@ impl<'a> Trainer<'a> {
                 moment_table: self.moment_table.as_ref().map(|t| &t[d]),
                 moment_index: b.moment_index.as_ref(),
                 input_ids: &b.input_ids,
+                input_ids_2: b.input_ids_2.as_ref(),
+                time_ids: b.time_ids.as_ref(),
                 state: rows.as_refs(),
                 lr: &b.lr,
                 step: &b.step,
@@ -373,26 +390,36 @@ impl<'a> Trainer<'a> {
     ) -> Result<DeviceBatch> {
         let (client, run, args) = (self.client, self.run, self.args);
         let b = shard.len() as i64;
-        let seq_len = run.tokenizer.max_length();
-        let mut ids = Vec::with_capacity(shard.len() * seq_len);
+        let seq_len = run.tokenizers.max_length();
+        let mut ids: Vec<Vec<i32>> = vec![Vec::new(); run.tokenizers.all.len()];
         for s in shard {
             let caption = args
                 .learnable_property
                 .caption(s.template, &run.placeholder_text);
-            ids.extend(
-                run.tokenizer
-                    .encode(&caption)?
-                    .into_iter()
-                    .map(|i| i as i32),
-            );
+            for (all, one) in ids.iter_mut().zip(run.tokenizers.encode(&caption)?) {
+                all.extend(one);
+            }
         }
+        let ids_dims = [b, seq_len as i64];
+        let input_ids_2 = ids
+            .get(1)
+            .map(|i| client.buffer_from_host(i, &ids_dims, device))
+            .transpose()?;
+        let time_ids = match run.folder.text_time()? {
+            Some([_, n]) => {
+                let values = run.images.time_ids(shard);
+                Some(client.buffer_from_host(&values, &[b, n as i64], device)?)
+            }
+            None => None,
+        };
         let indices: Vec<i32> = (first_index..first_index + b as i32).collect();
         let scalar = |v: f64| client.buffer_from_host(&[v as f32], &[], device);
         let (pixel_values, moment_index) = if args.no_cache_latents {
-            let px = pixel_bytes(&run.images.pixel_values(shard), run.compute_dtype);
-            let r = args.resolution as i64;
+            let vae_dtype = run.folder.vae_dtype(run.compute_dtype);
+            let px = pixel_bytes(&run.images.pixel_values(shard), vae_dtype);
+            let r = run.resolution as i64;
             let dims = [b, 3, r, r];
-            let buf = client.buffer_from_bytes(&px, run.compute_dtype, &dims, device)?;
+            let buf = client.buffer_from_bytes(&px, vae_dtype, &dims, device)?;
             (Some(buf), None)
         } else {
             let index: Vec<i32> = shard
@@ -402,7 +429,9 @@ impl<'a> Trainer<'a> {
             (None, Some(client.buffer_from_host(&index, &[b], device)?))
         };
         Ok(DeviceBatch {
-            input_ids: client.buffer_from_host(&ids, &[b, seq_len as i64], device)?,
+            input_ids: client.buffer_from_host(&ids[0], &ids_dims, device)?,
+            input_ids_2,
+            time_ids,
             key: client.buffer_from_host(&key.data(), &[2], device)?,
             sample_index: client.buffer_from_host(&indices, &[b], device)?,
             lr: scalar(lr)?,
@@ -461,7 +490,7 @@ fn fingerprint(args: &TrainArgs, run: &RunPlan, devices: usize) -> HashMap<Strin
         ("repeats", args.repeats.to_string()),
         ("num_vectors", args.num_vectors.to_string()),
         ("placeholder_token", args.placeholder_token.clone()),
-        ("resolution", args.resolution.to_string()),
+        ("resolution", run.resolution.to_string()),
         ("images", run.images.len().to_string()),
         (
             "learnable_property",

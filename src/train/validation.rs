@@ -25,7 +25,7 @@ const GUIDANCE: f64 = 7.5;
 
 pub struct Validation {
     pipeline: Pipeline,
-    input_ids: Vec<i32>,
+    input_ids: Vec<Vec<i32>>,
     latents: Vec<f32>,
     every: usize,
     count: usize,
@@ -48,15 +48,17 @@ impl Validation {
         }
         let folder = &run.folder;
         let f = folder.vae.downscale_factor();
-        let size = folder.unet.sample_size.map_or(args.resolution, |s| s * f);
+        let size = folder.unet.sample_size.map_or(run.resolution, |s| s * f);
         let config = SchedulerConfig::from_json(&folder.scheduler.to_string())?;
         let (mut scheduler, _) = build_scheduler(&config, Some(SCHEDULER))?;
         scheduler.set_timesteps(STEPS)?;
-        let tokenizer = &run.tokenizer;
-        let mut input_ids = Vec::new();
+        let tokenizers = &run.tokenizers;
+        let mut input_ids = vec![Vec::new(); tokenizers.all.len()];
         for text in ["", prompt.as_str()] {
-            let ids = tokenizer.encode(&expand_prompt(tokenizer, text)?)?;
-            input_ids.extend(ids.into_iter().map(|i| i as i32));
+            let text = expand_prompt(tokenizers.first(), text)?;
+            for (all, ids) in input_ids.iter_mut().zip(tokenizers.encode(&text)?) {
+                all.extend(ids);
+            }
         }
         let count = args.num_validation_images;
         let devices = devices.min(count);
@@ -72,9 +74,11 @@ impl Validation {
                 batch,
                 height: size,
                 width: size,
-                seq_len: tokenizer.max_length(),
+                seq_len: tokenizers.max_length(),
                 num_rows: args.num_vectors,
                 noise: StepNoise::None,
+                // diffusers' validation passes no negative prompt.
+                zero_negative: folder.force_zeros_for_empty_prompt,
             },
         )
         .context("cannot prepare the validation images")?;

@@ -22,10 +22,14 @@ use crate::runtime::program::{CompiledProgram, ProgramName};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Component {
-    /// `input_ids` [B, L] -> `last_hidden_state` [B, L, D].
+    /// `input_ids` [B, L] -> `last_hidden_state`, `penultimate_hidden_state` [B, L, D].
     #[value(name = "text_encoder")]
     TextEncoder,
-    /// `sample`, `timestep`, `encoder_hidden_states` -> `sample`.
+    /// SDXL's second encoder: also `text_embeds` [B, projection_dim].
+    #[value(name = "text_encoder_2")]
+    TextEncoder2,
+    /// `sample`, `timestep`, `encoder_hidden_states` (and for SDXL `text_embeds` [B, P],
+    /// `time_ids` [B, 6]) -> `sample`.
     #[value(name = "unet")]
     Unet,
     /// `pixel_values` -> `mean`, `logvar`.
@@ -36,7 +40,8 @@ pub enum Component {
     VaeDecoder,
     /// One Textual Inversion step with its random draws given: `pixel_values`, `input_ids`
     /// (holding the placeholder ids), `latent_eps`, `noise`, `timesteps`, `rows` -> `loss`,
-    /// `grad_rows`, `rows` (after one AdamW step from zero moments).
+    /// `grad_rows`, `rows` (after one AdamW step from zero moments); SDXL also takes
+    /// `input_ids_2`, `time_ids` [B, 6], `rows_2` and writes `grad_rows_2`, `rows_2`.
     #[value(name = "train_step")]
     TrainStep,
 }
@@ -45,6 +50,7 @@ impl Component {
     pub fn name(self) -> &'static str {
         match self {
             Component::TextEncoder => "text_encoder",
+            Component::TextEncoder2 => "text_encoder_2",
             Component::Unet => "unet",
             Component::VaeEncoder => "vae_encoder",
             Component::VaeDecoder => "vae_decoder",
@@ -118,8 +124,9 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
     let (dtype, debug, device) = (args.dtype.dtype(), args.debug, &args.device);
     let outputs = match args.component {
         Component::TrainStep => train_step::run(&folder, &inputs, dtype, &args.step, device)?,
-        Component::TextEncoder => {
-            let (program, host) = text_encoder::prepare(&folder, &inputs, dtype, debug)?;
+        Component::TextEncoder | Component::TextEncoder2 => {
+            let second = args.component == Component::TextEncoder2;
+            let (program, host) = text_encoder::prepare(&folder, second, &inputs, dtype, debug)?;
             execute(&folder, device, args.component, program, host)?
         }
         Component::Unet => {

@@ -72,18 +72,40 @@ pub(crate) fn prepare(
         bail!("encoder_hidden_states in {file} has shape {ctx_shape:?}; expected {what}");
     }
 
+    // SDXL's added conditioning, with the widths the UNet's add_embedding takes.
+    let text_time = match plan.text_time {
+        None => None,
+        Some(t) => {
+            let what = format!("time_ids [{batch}, N] of floats");
+            let (ids_shape, ids) = inputs.floats("time_ids", &[Some(batch), None], &what)?;
+            let embeds_dim = t.input_dim.checked_sub(ids_shape[1] * t.time_embed_dim);
+            let Some(p) = embeds_dim.filter(|&p| p > 0) else {
+                bail!("time_ids in {file} has shape {ids_shape:?}: {} ids of {} features leave no room for text_embeds in the UNet's {}-wide add_embedding", ids_shape[1], t.time_embed_dim, t.input_dim);
+            };
+            let what = format!("text_embeds [{batch}, {p}] of floats");
+            let (embeds_shape, embeds) =
+                inputs.floats("text_embeds", &[Some(batch), Some(p)], &what)?;
+            Some((embeds_shape, embeds, ids_shape, ids))
+        }
+    };
+
     let dims = |d: &[usize]| d.iter().map(|&x| x as i64).collect::<Vec<_>>();
     let program = build_unet(
         config,
         dtype,
         &dims(&sample_shape),
         &dims(&ctx_shape),
+        text_time
+            .as_ref()
+            .map(|(e, _, i, _)| [e[1] as i64, i[1] as i64]),
         debug,
     )?;
     let host = UNetInputs {
         sample: HostInput::f32(&sample_shape, &sample),
         timestep: HostInput::f32(&[batch], &timestep),
         encoder_hidden_states: HostInput::f32(&ctx_shape, &context),
+        text_embeds: text_time.as_ref().map(|(s, v, _, _)| HostInput::f32(s, v)),
+        time_ids: text_time.as_ref().map(|(_, _, s, v)| HostInput::f32(s, v)),
     };
     Ok((program, host))
 }

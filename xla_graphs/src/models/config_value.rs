@@ -20,3 +20,34 @@ impl<T: Clone> PerBlock<T> {
         }
     }
 }
+
+impl<T: Clone> PerBlock<T> {
+    /// Entry `j` of a per-layer value: the one value, or the list's `j`-th (`None` past its
+    /// end).
+    pub fn at(&self, j: usize) -> Option<T> {
+        match self {
+            PerBlock::One(v) => Some(v.clone()),
+            PerBlock::Each(vs) => vs.get(j).cloned(),
+        }
+    }
+}
+
+/// `transformer_layers_per_block`: one depth for every transformer (`1`), one per block
+/// (`[1, 2, 10]`), or one per transformer of each block (`[[1, 1], [2, 2], [10, 10]]`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum LayerDepths {
+    One(usize),
+    Each(Vec<PerBlock<usize>>),
+}
+
+impl LayerDepths {
+    /// Each block's depths, or `None` when a list has the wrong length.
+    pub fn expand(&self, blocks: usize) -> Option<Vec<PerBlock<usize>>> {
+        match self {
+            LayerDepths::One(v) => Some(vec![PerBlock::One(*v); blocks]),
+            LayerDepths::Each(vs) if vs.len() == blocks => Some(vs.clone()),
+            LayerDepths::Each(_) => None,
+        }
+    }
+}

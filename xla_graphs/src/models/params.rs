@@ -156,6 +156,15 @@ impl Params {
         }
     }
 
+    /// This view binding weights (and computing) in `dtype` instead: one model of a program
+    /// kept in f32 while the others run in half precision (SDXL's `force_upcast` VAE).
+    pub fn with_dtype(&self, dtype: DType) -> Params {
+        Params {
+            dtype,
+            ..self.clone()
+        }
+    }
+
     /// Whether convolutions bind reversed kernels too (`with_reversed_kernels`).
     pub fn reversed_kernels(&self) -> bool {
         self.reversed_kernels

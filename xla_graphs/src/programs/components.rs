@@ -3,13 +3,11 @@
 //! activations the models tap are outputs too, named `debug.<module path>` as the reference
 //! files name them.
 
-use crate::models::clip::{CLIPTextConfig, CLIPTextModel};
+use crate::models::clip::{CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection};
 use crate::models::params::Params;
-use crate::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
+use crate::models::unet::{TextTimeConditioning, UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
-use crate::programs::interface::{
-    declare, finish, Arg, Named, Output, Program, Traced, TEXT_ENCODER, UNET, VAE,
-};
+use crate::programs::interface::{declare, finish, Arg, Named, Output, Program, Traced, UNET, VAE};
 use crate::{DType, Graph, Result, Tensor};
 
 crate::program_args! {
@@ -18,8 +16,15 @@ crate::program_args! {
 }
 
 crate::program_args! {
-    /// `[B, C, h, w]` f32 latents, `[B]` f32 timesteps, `[B, L, D]` f32 encoder states.
-    pub struct UNetInputs<T> { pub sample: T, pub timestep: T, pub encoder_hidden_states: T }
+    /// `[B, C, h, w]` f32 latents, `[B]` f32 timesteps, `[B, L, D]` f32 encoder states; with
+    /// SDXL's conditioning `[B, P]` f32 `text_embeds` and `[B, N]` f32 `time_ids`.
+    pub struct UNetInputs<T> {
+        pub sample: T,
+        pub timestep: T,
+        pub encoder_hidden_states: T,
+        pub text_embeds: Option<T>,
+        pub time_ids: Option<T>,
+    }
 }
 
 crate::program_args! {
@@ -35,9 +40,13 @@ crate::program_args! {
 /// A component program: typed inputs, outputs named at build time (the debug taps vary).
 pub type ComponentProgram<I> = Program<I, Named<Output>>;
 
-/// `input_ids` -> `last_hidden_state` [B, L, D].
+/// `input_ids` -> `last_hidden_state` and `penultimate_hidden_state` [B, L, D], and for a
+/// `CLIPTextModelWithProjection` (`with_projection`) `text_embeds` [B, projection_dim]; the
+/// weights are bound under `prefix` (`text_encoder` or `text_encoder_2`).
 pub fn build_text_encoder(
     config: &CLIPTextConfig,
+    prefix: &str,
+    with_projection: bool,
     dtype: DType,
     dims: [i64; 2],
     debug: bool,
@@ -48,34 +57,63 @@ pub fn build_text_encoder(
     };
     let x = declare(&p, &decl)?;
     let clip = CLIPTextModel::new(config.clone())?;
-    let hidden = p.scope(TEXT_ENCODER, |p| clip.forward(p, &x.input_ids))?;
+    let projection = with_projection
+        .then(|| CLIPTextModelWithProjection::new(clip.clone()))
+        .transpose()?;
+    let mut outputs = p.scope(prefix, |p| {
+        let table = clip.token_embedding(p)?;
+        let out = clip.hidden_states(p, &x.input_ids, &table)?;
+        let mut outputs = vec![
+            ("last_hidden_state", out.last_hidden_state.clone()),
+            ("penultimate_hidden_state", out.penultimate_hidden_state),
+        ];
+        if let Some(m) = &projection {
+            let e = m.text_embeds(p, &x.input_ids, &out.last_hidden_state)?;
+            outputs.push(("text_embeds", e));
+        }
+        Ok::<_, crate::GraphError>(outputs)
+    })?;
     // transformers names submodules from inside CLIPTextModel.text_model.
-    let outputs = with_taps(
-        &p,
-        vec![("last_hidden_state", hidden)],
-        "text_encoder.text_model",
-    )?;
+    let outputs = with_taps(&p, std::mem::take(&mut outputs), &format!("{prefix}.text_model"))?;
     finish(&p, decl, outputs)
 }
 
-/// `sample`, `timestep`, `encoder_hidden_states` -> `sample` [B, C_out, h, w].
+/// `sample`, `timestep`, `encoder_hidden_states` (and SDXL's `text_embeds` `[B, P]`, `time_ids`
+/// `[B, N]` when `text_time` gives `[P, N]`) -> `sample` [B, C_out, h, w].
 pub fn build_unet(
     config: &UNet2DConditionConfig,
     dtype: DType,
     sample: &[i64],
     encoder_hidden_states: &[i64],
+    text_time: Option<[i64; 2]>,
     debug: bool,
 ) -> Result<ComponentProgram<UNetInputs<Arg>>> {
     let p = params(dtype, debug);
+    let b = sample[0];
     let decl = UNetInputs {
         sample: Arg::sharded(DType::F32, sample),
         timestep: Arg::sharded(DType::F32, &sample[..1]),
         encoder_hidden_states: Arg::sharded(DType::F32, encoder_hidden_states),
+        text_embeds: text_time.map(|[e, _]| Arg::sharded(DType::F32, &[b, e])),
+        time_ids: text_time.map(|[_, n]| Arg::sharded(DType::F32, &[b, n])),
     };
     let x = declare(&p, &decl)?;
     let unet = UNet2DConditionModel::new(config.clone())?;
+    let added = match (&x.text_embeds, &x.time_ids) {
+        (Some(e), Some(t)) => Some(TextTimeConditioning {
+            text_embeds: e.clone(),
+            time_ids: t.clone(),
+        }),
+        _ => None,
+    };
     let out = p.scope(UNET, |p| {
-        unet.forward(p, &x.sample, &x.timestep, &x.encoder_hidden_states)
+        unet.forward(
+            p,
+            &x.sample,
+            &x.timestep,
+            &x.encoder_hidden_states,
+            added.as_ref(),
+        )
     })?;
     let outputs = with_taps(&p, vec![("sample", out)], UNET)?;
     finish(&p, decl, outputs)

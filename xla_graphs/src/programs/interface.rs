@@ -322,9 +322,11 @@ pub struct Program<I, O> {
 /// Key prefixes of the models a program binds weights from: each is also the model's folder in
 /// a diffusers pipeline.
 pub const TEXT_ENCODER: &str = "text_encoder";
+/// SDXL's second text encoder (`CLIPTextModelWithProjection`).
+pub const TEXT_ENCODER_2: &str = "text_encoder_2";
 pub const UNET: &str = "unet";
 pub const VAE: &str = "vae";
-pub const MODELS: [&str; 3] = [TEXT_ENCODER, UNET, VAE];
+pub const MODELS: [&str; 4] = [TEXT_ENCODER, TEXT_ENCODER_2, UNET, VAE];
 
 impl<I, O> Program<I, O> {
     /// Records that the program uses part of `model`, whose checkpoint holds `whole`.

@@ -2,6 +2,7 @@
 //! [`interface::Program`]: the printed module with its weights and its typed inputs and outputs.
 
 pub mod components;
+pub mod conditioning;
 pub mod interface;
 pub mod sampling;
 pub mod train_step;

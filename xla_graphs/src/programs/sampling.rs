@@ -12,22 +12,24 @@
 //! Latents, guidance and the scheduler arithmetic are f32 whatever the compute dtype, as
 //! diffusers keeps them in the pipeline's dtype (f32 unless loaded in half precision).
 
-use crate::models::clip::{CLIPTextConfig, CLIPTextModel};
+use crate::models::clip::CLIPTextConfig;
 use crate::models::params::Params;
-use crate::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
+use crate::models::unet::{TextTimeConditioning, UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
-use crate::programs::interface::{
-    declare, finish, Arg, Output, Program, Traced, TEXT_ENCODER, UNET, VAE,
-};
+use crate::programs::conditioning::TextEncoders;
+use crate::programs::interface::{declare, finish, Arg, Output, Program, Traced, UNET, VAE};
 use crate::schedulers::{Noise, Scheduler};
-use crate::{DType, Graph, GraphError, Result};
+use crate::{DType, Graph, GraphError, Result, Tensor};
 
 crate::program_args! {
     /// The text program's inputs: the negative (or empty) prompt and the prompt.
     pub struct TextEncodeInputs<T> {
         /// `[2, L]` i32, the negative prompt first.
         pub input_ids: T,
-        /// `[n, D]` f32 learned rows, appended to the token table (absent without any).
+        /// `[2, L]` i32: the same from SDXL's second tokenizer.
+        pub input_ids_2: Option<T>,
+        /// `[n, D]` f32 learned rows, appended to the token table (absent without any); `D`
+        /// spans both encoders' tables for SDXL (see `programs::conditioning`).
         pub rows: Option<T>,
     }
 }
@@ -36,37 +38,54 @@ crate::program_args! {
     pub struct TextEncodeOutputs<T> {
         /// `[2, L, D]` encoder states in the compute dtype.
         pub context: T,
+        /// `[2, P]` SDXL's pooled `text_embeds`, in the compute dtype.
+        pub text_embeds: Option<T>,
     }
 }
 
 pub type TextEncode = Program<TextEncodeInputs<Arg>, TextEncodeOutputs<Output>>;
 
-pub fn build_text_encode(
-    config: &CLIPTextConfig,
-    dtype: DType,
-    seq_len: usize,
-    num_rows: usize,
-) -> Result<TextEncode> {
+/// The text program of one pipeline.
+#[derive(Clone, Debug)]
+pub struct TextEncodeConfig {
+    pub text_encoder: CLIPTextConfig,
+    /// SDXL's second encoder.
+    pub text_encoder_2: Option<CLIPTextConfig>,
+    pub dtype: DType,
+    pub seq_len: usize,
+    /// Learned rows appended to the tables (0 for none).
+    pub num_rows: usize,
+    /// The negative half is zeros instead of the encoded ids: SDXL without a negative prompt
+    /// when the pipeline sets `force_zeros_for_empty_prompt`.
+    pub zero_negative: bool,
+}
+
+pub fn build_text_encode(c: &TextEncodeConfig) -> Result<TextEncode> {
     let g = Graph::new();
-    let p = Params::new(&g, dtype);
-    let clip = CLIPTextModel::new(config.clone())?;
-    let d = config.hidden_size as i64;
+    let p = Params::new(&g, c.dtype);
+    let encoders = TextEncoders::new(&c.text_encoder, c.text_encoder_2.as_ref())?;
+    let ids = || Arg::replicated(DType::I32, &[2, c.seq_len as i64]);
+    let d = encoders.row_width() as i64;
     let decl = TextEncodeInputs {
-        input_ids: Arg::replicated(DType::I32, &[2, seq_len as i64]),
-        rows: (num_rows > 0).then(|| Arg::replicated(DType::F32, &[num_rows as i64, d])),
+        input_ids: ids(),
+        input_ids_2: c.text_encoder_2.as_ref().map(|_| ids()),
+        rows: (c.num_rows > 0).then(|| Arg::replicated(DType::F32, &[c.num_rows as i64, d])),
     };
     let x = declare(&p, &decl)?;
-    let states = p.scope(TEXT_ENCODER, |p| {
-        let table = clip.token_embedding(p)?;
-        // The learned tokens' ids follow the vocabulary, so their rows go after the table's.
-        let table = match &x.rows {
-            Some(rows) => g.concatenate(&[table, rows.convert(dtype)?], 0)?,
-            None => table,
-        };
-        clip.forward_with_token_embedding(p, &x.input_ids, &table)
-    })?;
+    let cond = encoders.encode(&p, &x.input_ids, x.input_ids_2.as_ref(), x.rows.as_ref())?;
+    let negative_zeroed = |t: Tensor| -> Result<Tensor> {
+        if !c.zero_negative {
+            return Ok(t);
+        }
+        let positive = t.slice_axis(0, 1, 2)?;
+        g.concatenate(&[positive.zeros_like()?, positive], 0)
+    };
     let outputs = TextEncodeOutputs {
-        context: Traced::replicated(states),
+        context: Traced::replicated(negative_zeroed(cond.context)?),
+        text_embeds: cond
+            .text_embeds
+            .map(|t| negative_zeroed(t).map(Traced::replicated))
+            .transpose()?,
     };
     finish(&p, decl, outputs)
 }
@@ -92,6 +111,8 @@ pub struct DenoiseStepConfig<'a> {
     pub seq_len: usize,
     /// The text encoder's hidden size (the UNet's cross-attention width).
     pub context_dim: usize,
+    /// SDXL: the pooled `text_embeds` width and the time ids per sample.
+    pub text_time: Option<[usize; 2]>,
     /// Tables set for the run's step count; only the traced update is used here.
     pub scheduler: &'a dyn Scheduler,
     pub noise: StepNoise,
@@ -104,6 +125,10 @@ crate::program_args! {
         pub latents: T,
         /// `[2, L, D]` in the compute dtype: the text program's output.
         pub context: T,
+        /// SDXL: `[2, P]` pooled embeddings (compute dtype, the text program's) and `[2, N]`
+        /// f32 time ids, the negative prompt's first.
+        pub text_embeds: Option<T>,
+        pub time_ids: Option<T>,
         /// f32 scalar: the UNet's timestep.
         pub timestep: T,
         /// `[K]` f32: the scheduler's `step_scalars(i)`.
@@ -140,6 +165,12 @@ pub fn build_denoise_step(c: &DenoiseStepConfig<'_>) -> Result<DenoiseStep> {
     let decl = DenoiseInputs {
         latents: Arg::sharded(DType::F32, &dims),
         context: Arg::replicated(c.compute_dtype, &[2, l, d]),
+        text_embeds: c
+            .text_time
+            .map(|[e, _]| Arg::replicated(c.compute_dtype, &[2, e as i64])),
+        time_ids: c
+            .text_time
+            .map(|[_, n]| Arg::replicated(DType::F32, &[2, n as i64])),
         timestep: scalar(),
         scalars: Arg::replicated(DType::F32, &[s.scalar_names().len() as i64]),
         guidance_scale: scalar(),
@@ -158,12 +189,28 @@ pub fn build_denoise_step(c: &DenoiseStepConfig<'_>) -> Result<DenoiseStep> {
         .convert(c.compute_dtype)?;
     // Each prompt's states repeated per sample: the unconditional half first, as diffusers
     // concatenates [negative, positive].
-    let context = x
-        .context
-        .broadcast_in_dim(&[2, b, l, d], &[0, 2, 3])?
-        .reshape(&[2 * b, l, d])?;
+    let per_sample = |t: &Tensor| -> Result<Tensor> {
+        let mut dims = t.dims();
+        let rest: Vec<usize> = (2..dims.len() + 1).collect();
+        dims.insert(1, b);
+        let map: Vec<usize> = std::iter::once(0).chain(rest).collect();
+        let spread = t.broadcast_in_dim(&dims, &map)?;
+        dims.remove(1);
+        dims[0] = 2 * b;
+        spread.reshape(&dims)
+    };
+    let context = per_sample(&x.context)?;
+    let added = match (&x.text_embeds, &x.time_ids) {
+        (Some(e), Some(t)) => Some(TextTimeConditioning {
+            text_embeds: per_sample(e)?,
+            time_ids: per_sample(t)?,
+        }),
+        _ => None,
+    };
     let pred = p
-        .scope(UNET, |p| unet.forward(p, &both, &x.timestep, &context))?
+        .scope(UNET, |p| {
+            unet.forward(p, &both, &x.timestep, &context, added.as_ref())
+        })?
         .convert(DType::F32)?;
     let uncond = pred.slice_axis(0, 0, b)?;
     let cond = pred.slice_axis(0, b, 2 * b)?;
@@ -274,6 +321,7 @@ mod tests {
                 latent_size: [4, 2],
                 seq_len: 5,
                 context_dim: 6,
+                text_time: None,
                 scheduler: s.as_ref(),
                 noise,
             })
@@ -301,11 +349,18 @@ mod tests {
                 "max_position_embeddings": 6}"#,
         )
         .unwrap();
-        let names = |n| {
-            build_text_encode(&clip, DType::F32, 6, n)
-                .unwrap()
-                .inputs
-                .names()
+        let names = |num_rows| {
+            build_text_encode(&TextEncodeConfig {
+                text_encoder: clip.clone(),
+                text_encoder_2: None,
+                dtype: DType::F32,
+                seq_len: 6,
+                num_rows,
+                zero_negative: false,
+            })
+            .unwrap()
+            .inputs
+            .names()
         };
         assert_eq!(names(0), ["input_ids"]);
         assert_eq!(names(2), ["input_ids", "rows"]);

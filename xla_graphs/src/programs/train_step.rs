@@ -10,14 +10,13 @@
 //! `apply` is 1 (the last micro-step of a gradient-accumulation window) and otherwise only adds
 //! the scaled gradient to the accumulator.
 
-use crate::models::clip::{CLIPTextConfig, CLIPTextModel};
+use crate::models::clip::CLIPTextConfig;
 use crate::models::params::{GradientKernels, Params};
-use crate::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
+use crate::models::unet::{TextTimeConditioning, UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use crate::optim::{adamw_update, AdamWConfig};
-use crate::programs::interface::{
-    declare, finish, Arg, Output, Program, Traced, TEXT_ENCODER, UNET, VAE,
-};
+use crate::programs::conditioning::{Conditioning, TextEncoders};
+use crate::programs::interface::{declare, finish, Arg, Output, Program, Traced, UNET, VAE};
 use crate::schedulers::{add_noise, training_target, NoiseScheduleConfig};
 use crate::{
     random, value_and_grad, ComparisonDirection, DType, Graph, GraphError, Result, Tensor,
@@ -36,12 +35,17 @@ pub enum LatentSource {
 #[derive(Clone, Debug)]
 pub struct TrainStepConfig {
     pub text_encoder: CLIPTextConfig,
+    /// SDXL's `text_encoder_2` (with its projection): the rows then span both tables.
+    pub text_encoder_2: Option<CLIPTextConfig>,
     pub unet: UNet2DConditionConfig,
     pub vae: AutoencoderKLConfig,
     pub noise: NoiseScheduleConfig,
     /// dtype of frozen weights and activations (f32, or bf16 for mixed precision); the rows,
     /// moments, sampling arithmetic and loss are always f32.
     pub compute_dtype: DType,
+    /// The VAE's dtype (and the pixels' and cached moments'): the compute dtype, or f32 for
+    /// an SDXL VAE that asks for `force_upcast`.
+    pub vae_dtype: DType,
     /// Samples per device.
     pub batch: usize,
     pub resolution: usize,
@@ -63,7 +67,8 @@ crate::program_args! {
     /// The trainable rows and their AdamW state, donated to the step and returned updated:
     /// they stay on the devices for the whole run.
     pub struct RowState<T> {
-        /// The learned embedding rows `[num_vectors, hidden]` f32.
+        /// The learned embedding rows `[num_vectors, D]` f32 (`D`: the text encoders' widths
+        /// together, see `programs::conditioning`).
         pub rows: T,
         pub exp_avg: T,
         pub exp_avg_sq: T,
@@ -83,6 +88,11 @@ crate::program_args! {
         pub moment_index: Option<T>,
         /// `[B, L]` i32 token ids of the captions.
         pub input_ids: T,
+        /// `[B, L]` i32: the same captions from SDXL's second tokenizer.
+        pub input_ids_2: Option<T>,
+        /// `[B, N]` f32: SDXL's time ids per sample (original height and width, crop top and
+        /// left, target height and width).
+        pub time_ids: Option<T>,
         pub state: RowState<T>,
         /// f32 scalars: the learning rate, the 1-based optimizer step, and 1 on the last
         /// micro-step of an accumulation window (else 0).
@@ -113,13 +123,28 @@ crate::program_args! {
 pub type TrainStep = Program<TrainStepInputs<Arg>, TrainStepOutputs<Output>>;
 
 impl TrainStepConfig {
+    /// The text encoders' widths, in the learned rows' column order.
+    pub fn row_widths(&self) -> Vec<usize> {
+        std::iter::once(&self.text_encoder)
+            .chain(&self.text_encoder_2)
+            .map(|c| c.hidden_size)
+            .collect()
+    }
+
+    /// SDXL's time ids per sample (`None` for SD 1.x/2.x, or when the UNet's widths do not
+    /// fit text_encoder_2's projection).
+    pub fn time_ids(&self) -> Option<usize> {
+        let e = self.text_encoder_2.as_ref()?;
+        self.unet.text_time_ids(e.projection_dim)
+    }
+
     /// Samples per device, learned rows, their width, latent channels and latent size.
     fn dims(&self) -> [i64; 5] {
         let f = self.vae.downscale_factor();
         [
             self.batch,
             self.num_vectors,
-            self.text_encoder.hidden_size,
+            self.row_widths().iter().sum(),
             self.vae.latent_channels,
             self.resolution / f,
         ]
@@ -138,13 +163,18 @@ impl TrainStepConfig {
         let row = || Arg::replicated(DType::F32, &[n, d]).donated();
         let scalar = || Arg::replicated(DType::F32, &[]);
         let noise = || Arg::sharded(DType::F32, &[b, ch, h, h]);
+        let ids = || Arg::sharded(DType::I32, &[b, self.seq_len as i64]);
         TrainStepInputs {
             pixel_values: cached
                 .is_none()
-                .then(|| Arg::sharded(self.compute_dtype, &[b, self.vae.in_channels as i64, r, r])),
-            moment_table: cached.map(|e| Arg::replicated(self.compute_dtype, &[e, 2 * ch * h * h])),
+                .then(|| Arg::sharded(self.vae_dtype, &[b, self.vae.in_channels as i64, r, r])),
+            moment_table: cached.map(|e| Arg::replicated(self.vae_dtype, &[e, 2 * ch * h * h])),
             moment_index: cached.map(|_| Arg::sharded(DType::I32, &[b])),
-            input_ids: Arg::sharded(DType::I32, &[b, self.seq_len as i64]),
+            input_ids: ids(),
+            input_ids_2: self.text_encoder_2.as_ref().map(|_| ids()),
+            time_ids: self
+                .time_ids()
+                .map(|n| Arg::sharded(DType::F32, &[b, n as i64])),
             state: RowState {
                 rows: row(),
                 exp_avg: row(),
@@ -166,7 +196,7 @@ impl TrainStepConfig {
 pub fn build_train_step(c: &TrainStepConfig) -> Result<TrainStep> {
     let g = Graph::new();
     let p = Params::new(&g, c.compute_dtype);
-    let clip = CLIPTextModel::new(c.text_encoder.clone())?;
+    let encoders = TextEncoders::new(&c.text_encoder, c.text_encoder_2.as_ref())?;
     let unet = UNet2DConditionModel::new(c.unet.clone())?;
     let vae = AutoencoderKL::new(c.vae.clone())?;
     let alphas_cumprod = c
@@ -177,10 +207,18 @@ pub fn build_train_step(c: &TrainStepConfig) -> Result<TrainStep> {
     let decl = c.inputs();
     let x = declare(&p, &decl)?;
 
+    if c.text_encoder_2.is_some() && c.time_ids().is_none() {
+        return Err(GraphError::invalid(
+            "train step",
+            "an SDXL model's UNet needs addition_embed_type text_time, with \
+             projection_class_embeddings_input_dim = text_encoder_2's projection_dim + \
+             N * addition_time_embed_dim"
+                .to_string(),
+        ));
+    }
     // Each model binds its weights under its component name (`unet.conv_in.weight`), so the
     // host can feed each from its own folder.
-    let frozen_table = p.scope(TEXT_ENCODER, |p| clip.token_embedding(p))?;
-    let (mean, logvar) = latent_moments(&p, &vae, &x, [b, ch, h])?;
+    let (mean, logvar) = latent_moments(&p.with_dtype(c.vae_dtype), &vae, &x, [b, ch, h])?;
     let s = &x.state;
     let (eps, noise, timesteps) = draws(&x, [ch, h], c.noise.num_train_timesteps as i32)?;
     let latents = mean
@@ -196,14 +234,21 @@ pub fn build_train_step(c: &TrainStepConfig) -> Result<TrainStep> {
     )?;
 
     // The placeholder tokens are the last `n` ids, appended after the frozen vocabulary.
-    let table = g.concatenate(&[frozen_table, s.rows.convert(c.compute_dtype)?], 0)?;
-    let encoder_hidden_states = p.scope(TEXT_ENCODER, |p| {
-        clip.forward_with_token_embedding(p, &x.input_ids, &table)
-    })?;
+    let Conditioning {
+        context,
+        text_embeds,
+    } = encoders.encode(&p, &x.input_ids, x.input_ids_2.as_ref(), Some(&s.rows))?;
+    let added = match (text_embeds, &x.time_ids) {
+        (Some(text_embeds), Some(time_ids)) => Some(TextTimeConditioning {
+            text_embeds,
+            time_ids: time_ids.clone(),
+        }),
+        _ => None,
+    };
     let noisy = noisy.convert(c.compute_dtype)?;
     let unet_params = p.with_gradient_kernels(c.gradient_kernels);
     let pred = unet_params.scope(UNET, |p| {
-        unet.forward(p, &noisy, &timesteps, &encoder_hidden_states)
+        unet.forward(p, &noisy, &timesteps, &context, added.as_ref())
     })?;
     let diff = pred.convert(DType::F32)?.subtract(&target)?;
     let count = diff.dims().iter().product::<i64>() as f64;
@@ -217,7 +262,7 @@ pub fn build_train_step(c: &TrainStepConfig) -> Result<TrainStep> {
     };
     let program = finish(&p, decl, outputs)?;
     Ok(match c.latents {
-        LatentSource::Encode => program.using_part_of(VAE, vae.weight_specs(c.compute_dtype)?),
+        LatentSource::Encode => program.using_part_of(VAE, vae.weight_specs(c.vae_dtype)?),
         LatentSource::Cached { .. } => program,
     })
 }

@@ -15,18 +15,26 @@ pub struct EncoderDims {
     pub activation: Activation,
 }
 
-/// `CLIPEncoder` at `p` (`text_model.encoder`): `[B, L, D] -> [B, L, D]` through `layers`
-/// layers; each layer's output is tapped as `<prefix>.layers.<i>`.
-pub fn clip_encoder(p: &Params, x: &Tensor, layers: usize, d: &EncoderDims) -> Result<Tensor> {
-    let mut h = x.clone();
+/// `CLIPEncoder` at `p` (`text_model.encoder`): `[B, L, D]` through `layers` layers, returning
+/// transformers' `hidden_states`: the input, then every layer's output `[B, L, D]` (tapped as
+/// `<prefix>.layers.<i>`).
+pub fn clip_encoder(
+    p: &Params,
+    x: &Tensor,
+    layers: usize,
+    d: &EncoderDims,
+) -> Result<Vec<Tensor>> {
+    let mut states = Vec::with_capacity(layers + 1);
+    states.push(x.clone());
     for i in 0..layers {
-        h = p.scope(format!("layers.{i}"), |p| {
-            let out = clip_encoder_layer(p, &h, d)?;
+        let h = p.scope(format!("layers.{i}"), |p| {
+            let out = clip_encoder_layer(p, &states[i], d)?;
             p.tap(&out);
             Ok::<_, crate::GraphError>(out)
         })?;
+        states.push(h);
     }
-    Ok(h)
+    Ok(states)
 }
 
 /// `x + attn(ln1(x))`, then `+ mlp(ln2(.))`.

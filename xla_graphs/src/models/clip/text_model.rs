@@ -1,6 +1,6 @@
 //! `CLIPTextModel`: embeddings, the causal encoder and the final layer norm; returns the last
-//! hidden state `[B, L, D]` that Stable Diffusion conditions on. Weight keys are the ones SD
-//! checkpoints use (`text_model.*`).
+//! hidden state `[B, L, D]` that Stable Diffusion conditions on (and the penultimate layer's,
+//! which SDXL conditions on). Weight keys are the ones SD checkpoints use (`text_model.*`).
 
 use crate::models::clip::embeddings::{clip_text_embeddings, TOKEN_EMBEDDING};
 use crate::models::clip::encoder::{clip_encoder, EncoderDims};
@@ -72,7 +72,25 @@ impl CLIPTextModel {
         input_ids: &Tensor,
         table: &Tensor,
     ) -> Result<Tensor> {
+        Ok(self.hidden_states(p, input_ids, table)?.last_hidden_state)
+    }
+
+    /// The last hidden state (after the final layer norm) and the penultimate one
+    /// (`hidden_states[-2]`: the input of the last layer, without the final norm), with the
+    /// token table supplied as in `forward_with_token_embedding`.
+    pub fn hidden_states(
+        &self,
+        p: &Params,
+        input_ids: &Tensor,
+        table: &Tensor,
+    ) -> Result<CLIPTextOutputs> {
         let c = &self.config;
+        if c.num_hidden_layers == 0 {
+            return Err(GraphError::invalid(
+                "CLIPTextModel",
+                String::from("num_hidden_layers is 0"),
+            ));
+        }
         p.scope("text_model", |p| {
             let h = p.scope("embeddings", |p| {
                 let h =
@@ -80,12 +98,26 @@ impl CLIPTextModel {
                 p.tap(&h);
                 Ok::<_, GraphError>(h)
             })?;
-            let h = p.scope("encoder", |p| {
+            let mut states = p.scope("encoder", |p| {
                 clip_encoder(p, &h, c.num_hidden_layers, &self.dims)
             })?;
-            layer_norm(p, "final_layer_norm", &h, c.layer_norm_eps)
+            let last = states.pop().expect("the encoder returns its input and every layer");
+            let penultimate = states.pop().expect("at least one layer");
+            Ok(CLIPTextOutputs {
+                last_hidden_state: layer_norm(p, "final_layer_norm", &last, c.layer_norm_eps)?,
+                penultimate_hidden_state: penultimate,
+            })
         })
     }
+}
+
+/// What a CLIP text encoder hands the models conditioned on it.
+#[derive(Clone, Debug)]
+pub struct CLIPTextOutputs {
+    /// `[B, L, D]` after the final layer norm (SD 1.x/2.x condition on it).
+    pub last_hidden_state: Tensor,
+    /// `[B, L, D]`: transformers' `hidden_states[-2]` (SDXL conditions on it).
+    pub penultimate_hidden_state: Tensor,
 }
 
 #[cfg(test)]
@@ -104,6 +136,7 @@ mod tests {
             max_position_embeddings: 7,
             hidden_act: "quick_gelu".into(),
             layer_norm_eps: 1e-5,
+            ..CLIPTextConfig::v1_5()
         }
     }
 

@@ -3,8 +3,10 @@
 //! context width, projection kind), so each block type takes them as parameters.
 
 use crate::models::blocks::transformer_2d::Transformer2DModel;
+use crate::models::config_value::PerBlock;
 use crate::models::blocks::ResnetBlock2D;
 use crate::models::modules::Activation;
+use crate::{GraphError, Result};
 
 /// The `ResnetBlock2D` arguments every block passes alike.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -35,30 +37,37 @@ impl BlockSettings {
 }
 
 /// The `Transformer2DModel` arguments of one `CrossAttn*` block.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CrossAttnSettings {
     /// `num_attention_heads` (what SD configs call `attention_head_dim`).
     pub heads: i64,
-    /// `transformer_layers_per_block`: BasicTransformerBlocks per Transformer2DModel.
-    pub transformer_layers: usize,
+    /// `transformer_layers_per_block`: BasicTransformerBlocks per Transformer2DModel, one
+    /// value for the block or one per transformer in it.
+    pub transformer_layers: PerBlock<usize>,
     pub cross_attention_dim: i64,
     pub use_linear_projection: bool,
     pub upcast_attention: bool,
 }
 
 impl CrossAttnSettings {
-    /// The transformer after a resnet of `channels` outputs, split into `heads` heads of
-    /// `channels / heads` as diffusers' blocks do.
-    pub fn transformer(&self, channels: i64, groups: i64) -> Transformer2DModel {
-        Transformer2DModel {
+    /// The block's `j`-th transformer, after a resnet of `channels` outputs, split into
+    /// `heads` heads of `channels / heads` as diffusers' blocks do.
+    pub fn transformer(&self, j: usize, channels: i64, groups: i64) -> Result<Transformer2DModel> {
+        let num_layers = self.transformer_layers.at(j).ok_or_else(|| {
+            GraphError::invalid(
+                "UNet2DConditionModel",
+                format!("transformer_layers_per_block lists no depth for transformer {j} of a block"),
+            )
+        })?;
+        Ok(Transformer2DModel {
             in_channels: channels,
             heads: self.heads,
             dim_head: channels / self.heads,
-            num_layers: self.transformer_layers,
+            num_layers,
             cross_attention_dim: self.cross_attention_dim,
             norm_num_groups: groups,
             use_linear_projection: self.use_linear_projection,
             upcast_attention: self.upcast_attention,
-        }
+        })
     }
 }

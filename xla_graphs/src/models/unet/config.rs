@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::models::config_value::PerBlock;
+use crate::models::config_value::{LayerDepths, PerBlock};
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct UNet2DConditionConfig {
@@ -31,7 +31,11 @@ pub struct UNet2DConditionConfig {
     #[serde(default = "default_cross_attention_dim")]
     pub cross_attention_dim: PerBlock<usize>,
     #[serde(default = "one_per_block")]
-    pub transformer_layers_per_block: PerBlock<usize>,
+    pub transformer_layers_per_block: LayerDepths,
+    /// The up blocks' depths when `transformer_layers_per_block` lists depths per transformer
+    /// (diffusers requires it then); otherwise the up blocks read the down blocks' reversed.
+    #[serde(default)]
+    pub reverse_transformer_layers_per_block: Option<Vec<PerBlock<usize>>>,
     /// Despite its name, diffusers reads this as the number of heads when
     /// `num_attention_heads` is absent (true of every SD 1.x/2.x config).
     #[serde(default = "eight")]
@@ -72,8 +76,16 @@ pub struct UNet2DConditionConfig {
     pub class_embed_type: Option<String>,
     #[serde(default)]
     pub num_class_embeds: Option<usize>,
+    /// `"text_time"` (SDXL): the pooled text embedding and the time ids, through
+    /// `add_time_proj` and `add_embedding`, are added to the time embedding.
     #[serde(default)]
     pub addition_embed_type: Option<String>,
+    /// Width of `add_time_proj`'s sinusoidal features of each time id (SDXL: 256).
+    #[serde(default)]
+    pub addition_time_embed_dim: Option<usize>,
+    /// `add_embedding`'s input width: the pooled text embedding plus every time id's features.
+    #[serde(default)]
+    pub projection_class_embeddings_input_dim: Option<usize>,
     #[serde(default)]
     pub encoder_hid_dim: Option<usize>,
     #[serde(default)]
@@ -109,8 +121,8 @@ fn two() -> PerBlock<usize> {
 fn eight() -> PerBlock<usize> {
     PerBlock::One(8)
 }
-fn one_per_block() -> PerBlock<usize> {
-    PerBlock::One(1)
+fn one_per_block() -> LayerDepths {
+    LayerDepths::One(1)
 }
 fn default_cross_attention_dim() -> PerBlock<usize> {
     PerBlock::One(1280)
@@ -139,8 +151,22 @@ fn default_mid_block_type() -> Option<String> {
 pub struct UNetBlockPlan {
     pub heads: Vec<usize>,
     pub cross_attention_dim: Vec<usize>,
-    pub transformer_layers: Vec<usize>,
+    /// Transformer depths of each down block (one value, or one per transformer).
+    pub transformer_layers: Vec<PerBlock<usize>>,
+    /// The same for each up block, in up-block order.
+    pub up_transformer_layers: Vec<PerBlock<usize>>,
     pub layers_per_block: Vec<usize>,
+    /// `Some` for SDXL's `text_time` conditioning.
+    pub text_time: Option<TextTimePlan>,
+}
+
+/// The widths of SDXL's added conditioning (`addition_embed_type: "text_time"`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TextTimePlan {
+    /// `addition_time_embed_dim`: sinusoidal features per time id.
+    pub time_embed_dim: usize,
+    /// `projection_class_embeddings_input_dim`: `add_embedding`'s input width.
+    pub input_dim: usize,
 }
 
 impl UNet2DConditionConfig {
@@ -169,6 +195,16 @@ impl UNet2DConditionConfig {
         c
     }
 
+    /// How many time ids each sample needs for a `text_embeds` width (6 for SDXL base: the
+    /// original size, the crop's top left, the target size): `add_embedding`'s input less the
+    /// text width, over the features per id. `None` without text-time conditioning or when
+    /// the widths do not divide.
+    pub fn text_time_ids(&self, text_embeds_dim: usize) -> Option<usize> {
+        let plan = self.block_plan().ok()?.text_time?;
+        let rest = plan.input_dim.checked_sub(text_embeds_dim)?;
+        (rest % plan.time_embed_dim == 0).then_some(rest / plan.time_embed_dim)
+    }
+
     /// Expands per-block fields and rejects configurations this UNet does not implement,
     /// naming the field, so an unsupported model fails before any tracing.
     pub fn block_plan(&self) -> Result<UNetBlockPlan, String> {
@@ -186,7 +222,12 @@ impl UNet2DConditionConfig {
         }
         let unsupported = [
             ("class_embed_type", self.class_embed_type.is_some()),
-            ("addition_embed_type", self.addition_embed_type.is_some()),
+            (
+                "addition_embed_type other than text_time",
+                self.addition_embed_type
+                    .as_deref()
+                    .is_some_and(|t| t != "text_time"),
+            ),
             ("encoder_hid_dim", self.encoder_hid_dim.is_some()),
             ("time_cond_proj_dim", self.time_cond_proj_dim.is_some()),
             ("dual_cross_attention", self.dual_cross_attention),
@@ -231,14 +272,54 @@ impl UNet2DConditionConfig {
                 ));
             }
         }
+        let per_block = || format!("unet config: transformer_layers_per_block must have one entry per block ({n})");
+        let transformer_layers = self
+            .transformer_layers_per_block
+            .expand(n)
+            .ok_or_else(per_block)?;
+        let up_transformer_layers = match &self.reverse_transformer_layers_per_block {
+            Some(r) if r.len() == n => r.clone(),
+            Some(_) => {
+                return Err(format!(
+                    "unet config: reverse_transformer_layers_per_block must have one entry per block ({n})"
+                ))
+            }
+            None if transformer_layers
+                .iter()
+                .any(|d| matches!(d, PerBlock::Each(_))) =>
+            {
+                return Err("unet config: transformer_layers_per_block lists depths per transformer, \
+                     which needs reverse_transformer_layers_per_block (as diffusers requires)"
+                    .into())
+            }
+            None => transformer_layers.iter().rev().cloned().collect(),
+        };
+        let text_time = match self.addition_embed_type.as_deref() {
+            Some("text_time") => match (
+                self.addition_time_embed_dim,
+                self.projection_class_embeddings_input_dim,
+            ) {
+                (Some(time_embed_dim), Some(input_dim)) if time_embed_dim > 0 => {
+                    Some(TextTimePlan {
+                        time_embed_dim,
+                        input_dim,
+                    })
+                }
+                _ => {
+                    return Err("unet config: addition_embed_type text_time needs addition_time_embed_dim \
+                         and projection_class_embeddings_input_dim"
+                        .into())
+                }
+            },
+            _ => None,
+        };
         Ok(UNetBlockPlan {
             heads,
             cross_attention_dim: expand("cross_attention_dim", &self.cross_attention_dim)?,
-            transformer_layers: expand(
-                "transformer_layers_per_block",
-                &self.transformer_layers_per_block,
-            )?,
+            transformer_layers,
+            up_transformer_layers,
             layers_per_block: expand("layers_per_block", &self.layers_per_block)?,
+            text_time,
         })
     }
 }

@@ -8,7 +8,7 @@ use crate::models::params::Params;
 use crate::models::unet::block_settings::{BlockSettings, CrossAttnSettings};
 use crate::{GraphError, Result, Tensor};
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DownBlock2D {
     pub in_channels: i64,
     pub out_channels: i64,
@@ -46,7 +46,7 @@ impl DownBlock2D {
                 resnet.forward(p, &h, Some(temb))
             })?;
             if let Some(ca) = &self.cross_attention {
-                let t = ca.transformer(self.out_channels, self.settings.groups);
+                let t = ca.transformer(i, self.out_channels, self.settings.groups)?;
                 h = p.scope(format!("attentions.{i}"), |p| t.forward(p, &h, context))?;
             }
             skips.push(h.clone());

@@ -5,7 +5,7 @@ use crate::models::params::Params;
 use crate::models::unet::block_settings::{BlockSettings, CrossAttnSettings};
 use crate::{Result, Tensor};
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct UNetMidBlock2DCrossAttn {
     /// `in_channels` (= out channels): the last entry of `block_out_channels`.
     pub channels: i64,
@@ -27,9 +27,9 @@ impl UNetMidBlock2DCrossAttn {
     ) -> Result<Tensor> {
         let c = self.channels;
         let resnet = self.settings.resnet(c, c);
-        let transformer = self.cross_attention.transformer(c, self.settings.groups);
         let mut h = p.scope("resnets.0", |p| resnet.forward(p, x, Some(temb)))?;
         for i in 0..self.num_layers {
+            let transformer = self.cross_attention.transformer(i, c, self.settings.groups)?;
             h = p.scope(format!("attentions.{i}"), |p| {
                 transformer.forward(p, &h, context)
             })?;

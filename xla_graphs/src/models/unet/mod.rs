@@ -9,4 +9,4 @@ pub mod unet_2d_condition;
 pub mod up_blocks;
 
 pub use config::UNet2DConditionConfig;
-pub use unet_2d_condition::UNet2DConditionModel;
+pub use unet_2d_condition::{TextTimeConditioning, UNet2DConditionModel};

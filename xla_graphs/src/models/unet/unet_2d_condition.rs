@@ -11,7 +11,8 @@ use crate::models::unet::embeddings::{TimestepEmbedding, Timesteps};
 use crate::models::unet::mid_block::UNetMidBlock2DCrossAttn;
 use crate::models::unet::up_blocks::{self, UpBlock2D};
 use crate::models::unet::UNet2DConditionConfig;
-use crate::{GraphError, Result, Tensor};
+use crate::models::config_value::PerBlock;
+use crate::{DType, GraphError, Result, Tensor};
 
 /// The traced UNet for one config, with every block's arguments worked out once.
 #[derive(Clone, Debug)]
@@ -19,6 +20,8 @@ pub struct UNet2DConditionModel {
     pub config: UNet2DConditionConfig,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
+    /// SDXL's `add_time_proj` and `add_embedding` (`addition_embed_type: "text_time"`).
+    text_time: Option<(Timesteps, TimestepEmbedding)>,
     /// `time_embedding_act_fn`, applied to the embedding before the blocks see it.
     time_embed_act: Option<Activation>,
     down_blocks: Vec<DownBlock2D>,
@@ -76,9 +79,9 @@ impl UNet2DConditionModel {
             act,
             output_scale_factor: 1.0,
         };
-        let cross = |i: usize| CrossAttnSettings {
+        let cross = |i: usize, depths: &PerBlock<usize>| CrossAttnSettings {
             heads: plan.heads[i] as i64,
-            transformer_layers: plan.transformer_layers[i],
+            transformer_layers: depths.clone(),
             cross_attention_dim: plan.cross_attention_dim[i] as i64,
             use_linear_projection: c.use_linear_projection,
             upcast_attention: c.upcast_attention,
@@ -89,7 +92,8 @@ impl UNet2DConditionModel {
                 in_channels: if i == 0 { channels[0] } else { channels[i - 1] },
                 out_channels: channels[i],
                 num_layers: plan.layers_per_block[i],
-                cross_attention: down_blocks::has_cross_attention(kind)?.then(|| cross(i)),
+                cross_attention: down_blocks::has_cross_attention(kind)?
+                    .then(|| cross(i, &plan.transformer_layers[i])),
                 add_downsample: i + 1 < n,
                 downsample_padding: c.downsample_padding as i64,
                 settings,
@@ -99,7 +103,7 @@ impl UNet2DConditionModel {
             Some("UNetMidBlock2DCrossAttn") => Some(UNetMidBlock2DCrossAttn {
                 channels: channels[n - 1],
                 num_layers: 1,
-                cross_attention: cross(n - 1),
+                cross_attention: cross(n - 1, &plan.transformer_layers[n - 1]),
                 settings: BlockSettings {
                     output_scale_factor: c.mid_block_scale_factor,
                     ..settings
@@ -125,7 +129,8 @@ impl UNet2DConditionModel {
                 },
                 out_channels: channels[r],
                 num_layers: plan.layers_per_block[r] + 1,
-                cross_attention: up_blocks::has_cross_attention(kind)?.then(|| cross(r)),
+                cross_attention: up_blocks::has_cross_attention(kind)?
+                    .then(|| cross(r, &plan.up_transformer_layers[i])),
                 add_upsample: i + 1 < n,
                 settings,
             });
@@ -142,6 +147,23 @@ impl UNet2DConditionModel {
                 act,
                 post_act: optional_act("timestep_post_act", &c.timestep_post_act)?,
             },
+            text_time: plan.text_time.map(|t| {
+                (
+                    Timesteps {
+                        num_channels: t.time_embed_dim,
+                        flip_sin_to_cos: c.flip_sin_to_cos,
+                        downscale_freq_shift: c.freq_shift,
+                    },
+                    // diffusers builds add_embedding with TimestepEmbedding's default silu,
+                    // whatever the config's act_fn.
+                    TimestepEmbedding {
+                        in_channels: t.input_dim as i64,
+                        time_embed_dim,
+                        act: Activation::Silu,
+                        post_act: None,
+                    },
+                )
+            }),
             time_embed_act: optional_act("time_embedding_act_fn", &c.time_embedding_act_fn)?,
             down_blocks: down,
             mid_block: mid,
@@ -161,13 +183,16 @@ impl UNet2DConditionModel {
     /// W]`, `timestep` `[B]` or a scalar (any float or integer dtype) and
     /// `encoder_hidden_states` `[B, L, cross_attention_dim]`, in the compute dtype; `p` is the
     /// root view. Activations are tapped as `time_proj`, `time_embedding`, `conv_in`,
-    /// `down_blocks.<i>`, `mid_block` and `up_blocks.<i>`.
+    /// `down_blocks.<i>`, `mid_block` and `up_blocks.<i>` (and `add_embedding` with SDXL's
+    /// conditioning, which `added` must then hold: see
+    /// [`UNet2DConditionConfig::text_time_ids`]).
     pub fn forward(
         &self,
         p: &Params,
         sample: &Tensor,
         timestep: &Tensor,
         encoder_hidden_states: &Tensor,
+        added: Option<&TextTimeConditioning>,
     ) -> Result<Tensor> {
         let c = &self.config;
         let dims = sample.dims();
@@ -219,6 +244,26 @@ impl UNet2DConditionModel {
             p.tap(&e);
             Ok::<_, GraphError>(e)
         })?;
+        match (&self.text_time, added) {
+            (Some((proj, embedding)), Some(added)) => {
+                let aug = tapped(p, "add_embedding", |p| {
+                    self.aug_embedding(p, proj, embedding, b, added)
+                })?;
+                emb = emb.add(&aug)?;
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(invalid(
+                    "addition_embed_type text_time needs text_embeds and time_ids".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "text_embeds and time_ids given to a UNet without text_time conditioning"
+                        .into(),
+                ))
+            }
+        }
         if let Some(act) = self.time_embed_act {
             emb = act.apply(&emb)?;
         }
@@ -261,6 +306,63 @@ impl UNet2DConditionModel {
     }
 }
 
+impl UNet2DConditionModel {
+    /// `add_embedding(concat(text_embeds, add_time_proj(time_ids).reshape(B, -1)))`, in the
+    /// compute dtype, as diffusers' `get_aug_embed` for `text_time`; `p` is the view at
+    /// `add_embedding`.
+    fn aug_embedding(
+        &self,
+        p: &Params,
+        proj: &Timesteps,
+        embedding: &TimestepEmbedding,
+        b: i64,
+        added: &TextTimeConditioning,
+    ) -> Result<Tensor> {
+        let (text, ids) = (&added.text_embeds, &added.time_ids);
+        let tdims = text.dims();
+        let idims = ids.dims();
+        let per_id = proj.num_channels as i64;
+        let width = tdims.get(1).copied().unwrap_or(0) + idims.get(1).copied().unwrap_or(0) * per_id;
+        if tdims.len() != 2 || idims.len() != 2 || tdims[0] != b || idims[0] != b
+            || width != embedding.in_channels
+        {
+            return Err(text.graph().op_error(
+                "UNet2DConditionModel",
+                &[text, ids],
+                format!(
+                    "text_embeds [{b}, P] and time_ids [{b}, N] must give P + N * {per_id} = {} \
+                     (projection_class_embeddings_input_dim)",
+                    embedding.in_channels
+                ),
+            ));
+        }
+        let n = idims[1];
+        let features = proj
+            .forward(&ids.reshape(&[b * n])?)?
+            .reshape(&[b, n * per_id])?;
+        let dtype = p.dtype();
+        let text = match text.dtype() == DType::F32 {
+            true => text.clone(),
+            false => text.convert(DType::F32)?,
+        };
+        let cat = features.graph().concatenate(&[text, features.clone()], 1)?;
+        let cat = match dtype == DType::F32 {
+            true => cat,
+            false => cat.convert(dtype)?,
+        };
+        embedding.forward(p, &cat)
+    }
+}
+
+/// SDXL's added conditioning: text_encoder_2's projected pooled output `text_embeds` `[B, P]`
+/// and the time ids `[B, N]` (original height and width, crop top and left, target height and
+/// width for SDXL base).
+#[derive(Clone, Debug)]
+pub struct TextTimeConditioning {
+    pub text_embeds: Tensor,
+    pub time_ids: Tensor,
+}
+
 /// Runs `f` in the view `name` and taps its result there.
 fn tapped(p: &Params, name: &str, f: impl FnOnce(&Params) -> Result<Tensor>) -> Result<Tensor> {
     p.scope(name, |p| {
@@ -273,8 +375,7 @@ fn tapped(p: &Params, name: &str, f: impl FnOnce(&Params) -> Result<Tensor>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::config_value::PerBlock;
-    use crate::{DType, Graph, Shape};
+    use crate::{Graph, Shape};
 
     /// Three levels, SD 2.x style: per-block heads, linear projections, one layer per block.
     fn tiny() -> UNet2DConditionConfig {
@@ -304,7 +405,7 @@ mod tests {
         let t = p.input("timestep", Shape::new(DType::I32, &[]))?;
         let ctx = p.input("ctx", Shape::new(DType::F32, &[2, 7, 12]))?;
         p.record_taps();
-        let y = UNet2DConditionModel::new(c)?.forward(&p, &x, &t, &ctx)?;
+        let y = UNet2DConditionModel::new(c)?.forward(&p, &x, &t, &ctx, None)?;
         Ok((g, p, y))
     }
 

@@ -7,7 +7,7 @@ use crate::models::params::Params;
 use crate::models::unet::block_settings::{BlockSettings, CrossAttnSettings};
 use crate::{GraphError, Result, Tensor};
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct UpBlock2D {
     /// Channels of the down block this mirrors' input (`in_channels`): the width of the last
     /// skip state this block takes.
@@ -68,7 +68,7 @@ impl UpBlock2D {
                 resnet.forward(p, &cat, Some(temb))
             })?;
             if let Some(ca) = &self.cross_attention {
-                let t = ca.transformer(self.out_channels, self.settings.groups);
+                let t = ca.transformer(i, self.out_channels, self.settings.groups)?;
                 h = p.scope(format!("attentions.{i}"), |p| t.forward(p, &h, context))?;
             }
         }

@@ -30,6 +30,10 @@ pub struct AutoencoderKLConfig {
     pub use_post_quant_conv: bool,
     #[serde(default = "yes")]
     pub mid_block_add_attention: bool,
+    /// Run the VAE in f32 when the rest is in half precision (SDXL's VAE overflows in f16);
+    /// diffusers' default is true, and only its SDXL pipelines read it.
+    #[serde(default = "yes")]
+    pub force_upcast: bool,
 }
 
 fn one() -> usize {
@@ -72,6 +76,7 @@ impl AutoencoderKLConfig {
             use_quant_conv: true,
             use_post_quant_conv: true,
             mid_block_add_attention: true,
+            force_upcast: true,
         }
     }
 
