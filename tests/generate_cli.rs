@@ -9,8 +9,8 @@ use std::process::{Command, Output};
 
 use safetensors::SafeTensors;
 use ti_xla::model::embeddings::{add_to_tokenizer, expand_prompt, read_embedding};
-use ti_xla::model::full_pipeline::{save_full_pipeline, LearnedTokens};
 use ti_xla::model::folder::ModelFolder;
+use ti_xla::model::full_pipeline::{save_full_pipeline, LearnedTokens};
 use ti_xla::model::tokenizers::Tokenizers;
 
 mod scratch;

@@ -1,6 +1,7 @@
-//! `ti-xla generate` against diffusers' `StableDiffusionPipeline` (0.42.1, float32): from the
-//! same starting latents (and, for Euler ancestral, the same noise), each scheduler's images on
-//! both tiny fixtures, with and without a 2-vector learned embedding, within 1e-3 absolute.
+//! `ti-xla generate` against diffusers' `StableDiffusionPipeline` and
+//! `StableDiffusionXLPipeline` (0.42.1, float32): from the same starting latents (and, for Euler
+//! ancestral, the same noise), each scheduler's images on the tiny fixtures, with and without a
+//! 2-vector learned embedding, within 1e-3 absolute.
 //! References: tests/fixtures/<model>/reference/generate.safetensors, made by
 //! scripts/make_generate_fixtures.py.
 
@@ -54,13 +55,18 @@ fn compare_model(model: &str) -> Vec<(String, String, f64)> {
                 .arg(out.join(format!("{case}-{scheduler}")))
                 .arg("--cache-dir")
                 .arg(compile_cache());
-            let negative = prompts["negative_prompt"].as_str().unwrap();
-            if !negative.is_empty() {
+            // null is diffusers' `negative_prompt=None` (for SDXL: zeros); the SD fixtures'
+            // "" was passed as None, which SD 1.x/2.x encode as the empty prompt.
+            if let Some(negative) = prompts["negative_prompt"].as_str() {
                 cmd.args(["--negative-prompt", negative]);
             }
-            if case == "embed" {
+            if case.starts_with("embed") {
                 cmd.arg("--learned-embeds")
                     .arg(model_dir.join("reference/learned_embeds.safetensors"));
+                // The SDXL file ({clip_l, clip_g}) names no token.
+                if model == "tiny-sdxl" {
+                    cmd.args(["--token", "<cat-toy>"]);
+                }
             }
             let run = cmd.output().expect("run ti-xla");
             assert!(
@@ -87,9 +93,9 @@ fn compare_model(model: &str) -> Vec<(String, String, f64)> {
     rows
 }
 
-fn check(model: &str) {
+fn check(model: &str, cases: usize) {
     let rows = compare_model(model);
-    assert_eq!(rows.len(), 2 * SCHEDULERS.len());
+    assert_eq!(rows.len(), cases * SCHEDULERS.len());
     for (case, scheduler, err) in rows {
         assert!(
             err <= TOLERANCE,
@@ -100,10 +106,17 @@ fn check(model: &str) {
 
 #[test]
 fn tiny_sd1_matches_diffusers_for_every_scheduler() {
-    check("tiny-sd1");
+    check("tiny-sd1", 2);
 }
 
 #[test]
 fn tiny_sd2_matches_diffusers_for_every_scheduler() {
-    check("tiny-sd2");
+    check("tiny-sd2", 2);
+}
+
+/// `StableDiffusionXLPipeline`: both encoders, pooled embeddings and time ids, with and without
+/// a `{clip_l, clip_g}` embedding, with no negative prompt (zeros) and with the empty one.
+#[test]
+fn tiny_sdxl_matches_diffusers_for_every_scheduler() {
+    check("tiny-sdxl", 4);
 }

@@ -65,7 +65,12 @@ impl TrainImages {
                 continue;
             }
             let rgb = load_rgb8(&path)?;
-            size_conditions.push(size_condition(rgb.height, rgb.width, resolution, center_crop));
+            size_conditions.push(size_condition(
+                rgb.height,
+                rgb.width,
+                resolution,
+                center_crop,
+            ));
             let square = if center_crop {
                 rgb.center_crop_square()
             } else {

@@ -91,7 +91,9 @@ impl ModelFolder {
             false => serde_json::Value::Null,
         };
         let force_zeros_for_empty_prompt = text_encoder_2.is_some()
-            && index["force_zeros_for_empty_prompt"].as_bool().unwrap_or(true);
+            && index["force_zeros_for_empty_prompt"]
+                .as_bool()
+                .unwrap_or(true);
         if text_encoder_2.is_some() && !root.join("tokenizer_2").is_dir() {
             bail!(
                 "{} has text_encoder_2/ but no tokenizer_2/: an SDXL folder needs both",

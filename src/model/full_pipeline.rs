@@ -67,7 +67,15 @@ pub fn save_full_pipeline(
     let parts = split_columns(rows, widths);
     for (i, &component) in encoders.iter().enumerate() {
         let dir = out.join(component.folder_name());
-        write_text_encoder(model, component, variant, &dir, first_ids[i], &parts[i], widths[i])?;
+        write_text_encoder(
+            model,
+            component,
+            variant,
+            &dir,
+            first_ids[i],
+            &parts[i],
+            widths[i],
+        )?;
         let tokenizer_out = out.join(TOKENIZERS[i]);
         copy_tree(tokenizers[i], &tokenizer_out, &|_| false)?;
         write_tokenizer(tokenizers[i], &tokenizer_out, tokens, first_ids[i])?;

@@ -737,4 +737,51 @@ mod tests {
             .collect();
         assert!(plan(&repo(&no_tokenizer), None, "r").is_err());
     }
+
+    #[test]
+    fn sdxl_repos_also_fetch_the_second_encoder_and_tokenizer() {
+        let files = with(&[
+            "text_encoder/model.fp16.safetensors",
+            "text_encoder_2/config.json",
+            "text_encoder_2/model.fp16.safetensors",
+            "text_encoder_2/model.safetensors",
+            "tokenizer_2/vocab.json",
+            "tokenizer_2/merges.txt",
+            "tokenizer_2/special_tokens_map.json",
+            "unet/diffusion_pytorch_model.fp16.safetensors",
+            "vae/diffusion_pytorch_model.fp16.safetensors",
+        ]);
+        let p = plan(&repo(&files), Some("fp16"), "r").unwrap();
+        for f in [
+            "text_encoder_2/config.json",
+            "text_encoder_2/model.fp16.safetensors",
+            "tokenizer_2/vocab.json",
+            "tokenizer_2/merges.txt",
+            "tokenizer_2/special_tokens_map.json",
+        ] {
+            assert!(p.files.contains(&f.to_string()), "{f}: {:?}", p.files);
+        }
+        assert!(!p.files.contains(&"text_encoder_2/model.safetensors".into()));
+        let no_tokenizer_2: Vec<&str> = files
+            .iter()
+            .copied()
+            .filter(|f| !f.starts_with("tokenizer_2"))
+            .collect();
+        let err = plan(&repo(&no_tokenizer_2), Some("fp16"), "r")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tokenizer_2/vocab.json"), "{err}");
+        let no_weights: Vec<&str> = files
+            .iter()
+            .copied()
+            .filter(|f| !f.starts_with("text_encoder_2/model"))
+            .collect();
+        let err = plan(&repo(&no_weights), Some("fp16"), "r")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("text_encoder_2/model.fp16.safetensors"),
+            "{err}"
+        );
+    }
 }

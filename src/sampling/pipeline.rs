@@ -148,9 +148,8 @@ impl Pipeline {
         .context("cannot trace the denoising step")?;
         let step =
             CompiledProgram::new(client, folder, program, c.devices, name("denoising step"))?;
-        let program =
-            build_vae_decode(&folder.vae, folder.vae_dtype(dtype), c.batch, latent_size)
-                .context("cannot trace the VAE decoder")?;
+        let program = build_vae_decode(&folder.vae, folder.vae_dtype(dtype), c.batch, latent_size)
+            .context("cannot trace the VAE decoder")?;
         let decode = CompiledProgram::new(client, folder, program, c.devices, name("VAE decoder"))?;
         let latent_dims = [
             c.batch as i64,

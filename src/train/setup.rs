@@ -63,13 +63,21 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
         .zip(folder.text_encoders())
         .zip(initializer)
     {
-        row.extend(initializer_row(&folder, component, id as usize, config.hidden_size)?);
+        row.extend(initializer_row(
+            &folder,
+            component,
+            id as usize,
+            config.hidden_size,
+        )?);
     }
     let hidden = folder.row_width();
     let initial_rows = row.repeat(args.num_vectors);
     let resolution = args
         .resolution
-        .or(folder.is_sdxl().then(|| folder.native_resolution()).flatten())
+        .or(folder
+            .is_sdxl()
+            .then(|| folder.native_resolution())
+            .flatten())
         .unwrap_or(512);
 
     let images = load_images(args, resolution)?;
@@ -126,8 +134,7 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
 }
 
 fn load_images(args: &TrainArgs, resolution: usize) -> Result<TrainImages> {
-    let (images, warnings) =
-        TrainImages::load(&args.train_data_dir, resolution, args.center_crop)?;
+    let (images, warnings) = TrainImages::load(&args.train_data_dir, resolution, args.center_crop)?;
     for w in warnings {
         eprintln!("warning: {w}");
     }

@@ -103,7 +103,8 @@ fn read(folder: &ModelFolder, inputs: &TensorFile) -> Result<StepFile> {
     let (_, timesteps) = inputs.ints("timesteps", &[Some(b)], "[B] integer timesteps")?;
     let (ids_2, time_ids) = match (&folder.text_encoder_2, folder.text_time()?) {
         (Some(c2), Some([_, k])) => {
-            let (_, ids_2) = inputs.ints("input_ids_2", &[Some(b), Some(77)], "[B, 77] token ids")?;
+            let (_, ids_2) =
+                inputs.ints("input_ids_2", &[Some(b), Some(77)], "[B, 77] token ids")?;
             let vocab_2 = c2.vocab_size;
             if let Some(bad) = ids_2.iter().find(|&&i| i < 0 || i as usize >= vocab_2 + n) {
                 bail!("input_ids_2 holds {bad}, outside the vocabulary and the {n} placeholder id(s) {vocab_2}..{}", vocab_2 + n);
@@ -178,7 +179,11 @@ pub(crate) fn run(
             .zip(&file.widths)
             .enumerate()
             .map(|(i, (values, &w))| F32Tensor {
-                name: if i == 0 { name.into() } else { format!("{name}_{}", i + 1) },
+                name: if i == 0 {
+                    name.into()
+                } else {
+                    format!("{name}_{}", i + 1)
+                },
                 shape: vec![n, w],
                 values,
             })

@@ -74,7 +74,11 @@ pub fn build_text_encoder(
         Ok::<_, crate::GraphError>(outputs)
     })?;
     // transformers names submodules from inside CLIPTextModel.text_model.
-    let outputs = with_taps(&p, std::mem::take(&mut outputs), &format!("{prefix}.text_model"))?;
+    let outputs = with_taps(
+        &p,
+        std::mem::take(&mut outputs),
+        &format!("{prefix}.text_model"),
+    )?;
     finish(&p, decl, outputs)
 }
 

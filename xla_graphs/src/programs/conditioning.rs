@@ -37,9 +37,7 @@ impl TextEncoders {
             .map(|c| CLIPTextModelWithProjection::new(CLIPTextModel::new(c.clone())?))
             .transpose()?;
         if let Some(e) = &text_encoder_2 {
-            if e.text_model.config.max_position_embeddings
-                != text_encoder.max_position_embeddings
-            {
+            if e.text_model.config.max_position_embeddings != text_encoder.max_position_embeddings {
                 return Err(GraphError::invalid(
                     "text encoders",
                     format!(
@@ -131,10 +129,7 @@ impl TextEncoders {
         })?;
         let g = input_ids.graph();
         let context = g.concatenate(
-            &[
-                first.penultimate_hidden_state,
-                out.penultimate_hidden_state,
-            ],
+            &[first.penultimate_hidden_state, out.penultimate_hidden_state],
             2,
         )?;
         Ok(Conditioning {
@@ -149,5 +144,74 @@ pub fn in_dtype(t: &Tensor, dtype: DType) -> Result<Tensor> {
     match t.dtype() == dtype {
         true => Ok(t.clone()),
         false => t.convert(dtype),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Graph, Shape};
+
+    fn clip(hidden: usize, projection_dim: usize) -> CLIPTextConfig {
+        CLIPTextConfig {
+            vocab_size: 30,
+            hidden_size: hidden,
+            intermediate_size: 2 * hidden,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            max_position_embeddings: 5,
+            projection_dim,
+            ..CLIPTextConfig::v1_5()
+        }
+    }
+
+    #[test]
+    fn sdxl_conditioning_joins_both_encoders_and_splits_the_rows() {
+        let g = Graph::new();
+        let p = Params::new(&g, DType::F32);
+        let encoders = TextEncoders::new(&clip(4, 3), Some(&clip(6, 5))).unwrap();
+        assert_eq!(encoders.widths(), [4, 6]);
+        assert_eq!(encoders.text_embeds_dim(), Some(5));
+        let ids = p.input("ids", Shape::new(DType::I32, &[2, 5])).unwrap();
+        let ids_2 = p.input("ids_2", Shape::new(DType::I32, &[2, 5])).unwrap();
+        let rows = p.input("rows", Shape::new(DType::F32, &[3, 10])).unwrap();
+        let c = encoders
+            .encode(&p, &ids, Some(&ids_2), Some(&rows))
+            .unwrap();
+        assert_eq!(c.context.dims(), [2, 5, 10]);
+        assert_eq!(c.text_embeds.as_ref().unwrap().dims(), [2, 5]);
+        let weights = p.weights();
+        let find = |k: &str| {
+            weights
+                .iter()
+                .find(|s| s.name == k)
+                .map(|s| s.checkpoint_dims())
+        };
+        assert_eq!(
+            find("text_encoder_2.text_projection.weight"),
+            Some(vec![5, 6])
+        );
+        assert_eq!(
+            find("text_encoder.text_model.embeddings.token_embedding.weight"),
+            Some(vec![30, 4])
+        );
+        assert_eq!(
+            find("text_encoder_2.text_model.embeddings.token_embedding.weight"),
+            Some(vec![30, 6])
+        );
+        // Only the second encoder is a CLIPTextModelWithProjection.
+        assert!(find("text_encoder.text_projection.weight").is_none());
+        let text = g
+            .to_stablehlo(&[&c.context, c.text_embeds.as_ref().unwrap()])
+            .unwrap();
+        // Each table gains the rows' own columns: [30 + 3, 4] and [30 + 3, 6].
+        assert!(text.contains("tensor<33x4xf32>"), "first table");
+        assert!(text.contains("tensor<33x6xf32>"), "second table");
+        // Without a second encoder the context is the last hidden state.
+        let sd = TextEncoders::new(&clip(4, 3), None).unwrap();
+        let rows_sd = p.input("rows_sd", Shape::new(DType::F32, &[3, 4])).unwrap();
+        let c = sd.encode(&p, &ids, None, Some(&rows_sd)).unwrap();
+        assert_eq!(c.context.dims(), [2, 5, 4]);
+        assert!(c.text_embeds.is_none());
     }
 }

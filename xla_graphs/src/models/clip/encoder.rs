@@ -18,12 +18,7 @@ pub struct EncoderDims {
 /// `CLIPEncoder` at `p` (`text_model.encoder`): `[B, L, D]` through `layers` layers, returning
 /// transformers' `hidden_states`: the input, then every layer's output `[B, L, D]` (tapped as
 /// `<prefix>.layers.<i>`).
-pub fn clip_encoder(
-    p: &Params,
-    x: &Tensor,
-    layers: usize,
-    d: &EncoderDims,
-) -> Result<Vec<Tensor>> {
+pub fn clip_encoder(p: &Params, x: &Tensor, layers: usize, d: &EncoderDims) -> Result<Vec<Tensor>> {
     let mut states = Vec::with_capacity(layers + 1);
     states.push(x.clone());
     for i in 0..layers {

@@ -101,7 +101,9 @@ impl CLIPTextModel {
             let mut states = p.scope("encoder", |p| {
                 clip_encoder(p, &h, c.num_hidden_layers, &self.dims)
             })?;
-            let last = states.pop().expect("the encoder returns its input and every layer");
+            let last = states
+                .pop()
+                .expect("the encoder returns its input and every layer");
             let penultimate = states.pop().expect("at least one layer");
             Ok(CLIPTextOutputs {
                 last_hidden_state: layer_norm(p, "final_layer_norm", &last, c.layer_norm_eps)?,

@@ -34,7 +34,8 @@ pub fn pooled_positions(input_ids: &Tensor, eos_token_id: i64) -> Result<Tensor>
     let past_end = g.scalar(dims[1] as f64, DType::I32)?.broadcast_to(&dims)?;
     let first = hit.select(&position, &past_end)?.reduce_min(&[1])?;
     let none = first.compare(
-        &g.scalar(dims[1] as f64, DType::I32)?.broadcast_to(&[dims[0]])?,
+        &g.scalar(dims[1] as f64, DType::I32)?
+            .broadcast_to(&[dims[0]])?,
         ComparisonDirection::Eq,
     )?;
     none.select(&first.zeros_like()?, &first)
@@ -117,14 +118,19 @@ mod tests {
         };
         let g = Graph::new();
         let p = Params::new(&g, DType::F32);
-        let ids = p.input("input_ids", Shape::new(DType::I32, &[3, 7])).unwrap();
+        let ids = p
+            .input("input_ids", Shape::new(DType::I32, &[3, 7]))
+            .unwrap();
         let m = CLIPTextModelWithProjection::new(CLIPTextModel::new(config).unwrap()).unwrap();
         let table = m.text_model.token_embedding(&p).unwrap();
         let out = m.text_model.hidden_states(&p, &ids, &table).unwrap();
         let e = m.text_embeds(&p, &ids, &out.last_hidden_state).unwrap();
         assert_eq!(e.shape(), Shape::new(DType::F32, &[3, 6]));
         let specs = p.weights();
-        let proj: Vec<_> = specs.iter().filter(|s| s.name.starts_with("text_projection")).collect();
+        let proj: Vec<_> = specs
+            .iter()
+            .filter(|s| s.name.starts_with("text_projection"))
+            .collect();
         assert_eq!(proj.len(), 1);
         assert_eq!(proj[0].name, "text_projection.weight");
         assert_eq!(proj[0].checkpoint_dims(), vec![6, 8]);

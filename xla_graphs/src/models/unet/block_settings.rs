@@ -3,8 +3,8 @@
 //! context width, projection kind), so each block type takes them as parameters.
 
 use crate::models::blocks::transformer_2d::Transformer2DModel;
-use crate::models::config_value::PerBlock;
 use crate::models::blocks::ResnetBlock2D;
+use crate::models::config_value::PerBlock;
 use crate::models::modules::Activation;
 use crate::{GraphError, Result};
 
@@ -56,7 +56,9 @@ impl CrossAttnSettings {
         let num_layers = self.transformer_layers.at(j).ok_or_else(|| {
             GraphError::invalid(
                 "UNet2DConditionModel",
-                format!("transformer_layers_per_block lists no depth for transformer {j} of a block"),
+                format!(
+                    "transformer_layers_per_block lists no depth for transformer {j} of a block"
+                ),
             )
         })?;
         Ok(Transformer2DModel {

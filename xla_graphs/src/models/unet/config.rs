@@ -272,7 +272,9 @@ impl UNet2DConditionConfig {
                 ));
             }
         }
-        let per_block = || format!("unet config: transformer_layers_per_block must have one entry per block ({n})");
+        let per_block = || {
+            format!("unet config: transformer_layers_per_block must have one entry per block ({n})")
+        };
         let transformer_layers = self
             .transformer_layers_per_block
             .expand(n)
@@ -294,25 +296,26 @@ impl UNet2DConditionConfig {
             }
             None => transformer_layers.iter().rev().cloned().collect(),
         };
-        let text_time = match self.addition_embed_type.as_deref() {
-            Some("text_time") => match (
-                self.addition_time_embed_dim,
-                self.projection_class_embeddings_input_dim,
-            ) {
-                (Some(time_embed_dim), Some(input_dim)) if time_embed_dim > 0 => {
-                    Some(TextTimePlan {
-                        time_embed_dim,
-                        input_dim,
-                    })
-                }
-                _ => {
-                    return Err("unet config: addition_embed_type text_time needs addition_time_embed_dim \
+        let text_time =
+            match self.addition_embed_type.as_deref() {
+                Some("text_time") => match (
+                    self.addition_time_embed_dim,
+                    self.projection_class_embeddings_input_dim,
+                ) {
+                    (Some(time_embed_dim), Some(input_dim)) if time_embed_dim > 0 => {
+                        Some(TextTimePlan {
+                            time_embed_dim,
+                            input_dim,
+                        })
+                    }
+                    _ => return Err(
+                        "unet config: addition_embed_type text_time needs addition_time_embed_dim \
                          and projection_class_embeddings_input_dim"
-                        .into())
-                }
-            },
-            _ => None,
-        };
+                            .into(),
+                    ),
+                },
+                _ => None,
+            };
         Ok(UNetBlockPlan {
             heads,
             cross_attention_dim: expand("cross_attention_dim", &self.cross_attention_dim)?,

@@ -29,7 +29,9 @@ impl UNetMidBlock2DCrossAttn {
         let resnet = self.settings.resnet(c, c);
         let mut h = p.scope("resnets.0", |p| resnet.forward(p, x, Some(temb)))?;
         for i in 0..self.num_layers {
-            let transformer = self.cross_attention.transformer(i, c, self.settings.groups)?;
+            let transformer = self
+                .cross_attention
+                .transformer(i, c, self.settings.groups)?;
             h = p.scope(format!("attentions.{i}"), |p| {
                 transformer.forward(p, &h, context)
             })?;

@@ -3,6 +3,7 @@
 //! `sample` at `timestep` given the text encoder's states. Everything is read from the config;
 //! weight keys are diffusers' (`down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_k...`).
 
+use crate::models::config_value::PerBlock;
 use crate::models::modules::{conv2d, group_norm, Activation, Conv2d};
 use crate::models::params::Params;
 use crate::models::unet::block_settings::{BlockSettings, CrossAttnSettings};
@@ -11,7 +12,6 @@ use crate::models::unet::embeddings::{TimestepEmbedding, Timesteps};
 use crate::models::unet::mid_block::UNetMidBlock2DCrossAttn;
 use crate::models::unet::up_blocks::{self, UpBlock2D};
 use crate::models::unet::UNet2DConditionConfig;
-use crate::models::config_value::PerBlock;
 use crate::{DType, GraphError, Result, Tensor};
 
 /// The traced UNet for one config, with every block's arguments worked out once.
@@ -322,8 +322,12 @@ impl UNet2DConditionModel {
         let tdims = text.dims();
         let idims = ids.dims();
         let per_id = proj.num_channels as i64;
-        let width = tdims.get(1).copied().unwrap_or(0) + idims.get(1).copied().unwrap_or(0) * per_id;
-        if tdims.len() != 2 || idims.len() != 2 || tdims[0] != b || idims[0] != b
+        let width =
+            tdims.get(1).copied().unwrap_or(0) + idims.get(1).copied().unwrap_or(0) * per_id;
+        if tdims.len() != 2
+            || idims.len() != 2
+            || tdims[0] != b
+            || idims[0] != b
             || width != embedding.in_channels
         {
             return Err(text.graph().op_error(
