@@ -18,6 +18,7 @@ pub mod pjrt;
 pub mod rng;
 pub mod runtime;
 pub mod sampling;
+pub mod signals;
 #[doc(hidden)]
 pub mod testing;
 pub mod train;

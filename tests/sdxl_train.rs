@@ -160,6 +160,7 @@ fn full_pipeline_holds_the_rows_in_both_tables() {
         assert_eq!(added["<cat-toy>_1"], 49409, "{tokenizer}");
     }
     // The saved pipeline generates with its own tokens.
+    let images = fresh_dir("xl-full-images");
     let run = Command::new(env!("CARGO_BIN_EXE_ti-xla"))
         .args(["generate", "--model"])
         .arg(&out)
@@ -170,11 +171,12 @@ fn full_pipeline_holds_the_rows_in_both_tables() {
             "2",
         ])
         .arg("--output-dir")
-        .arg(out.join("images"))
+        .arg(images.clone())
         .arg("--cache-dir")
         .arg(compile_cache())
         .output()
         .unwrap();
     ok(&run);
     std::fs::remove_dir_all(out).unwrap();
+    std::fs::remove_dir_all(images).unwrap();
 }

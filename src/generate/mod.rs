@@ -66,6 +66,8 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
     let client = open_client(&args.device)?;
     let available = resolve_devices(&client, args.num_devices, args.device.device)?;
     let samples = sample_count(given.as_ref(), args.num_samples, available)?;
+    crate::io::output_dir::check_outside(&args.output_dir, &folder.root, "--output-dir")?;
+    let _lock = crate::io::output_dir::OutputLock::acquire(&args.output_dir)?;
     check_outputs(&args.output_dir, samples, args.overwrite)?;
     // Fewer samples than devices: idle devices would only compute padding.
     let devices = available.min(samples);

@@ -3,6 +3,7 @@
 
 pub mod atomic_file;
 pub mod learned_embeds;
+pub mod output_dir;
 pub mod tensor_file;
 pub mod torch_pickle;
 pub mod weights;

@@ -132,6 +132,14 @@ fn copy_tree(from: &Path, to: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<()>
                 walk(root, &path, to, skip)?;
             } else if !skip(rel) {
                 let target = to.join(rel);
+                // A copy onto its own source would truncate it.
+                if crate::io::output_dir::same_file(&path, &target) {
+                    bail!(
+                        "{} is the model's own file {}: choose an output folder outside the model",
+                        target.display(),
+                        path.display()
+                    );
+                }
                 std::fs::create_dir_all(target.parent().expect("a file has a parent"))?;
                 std::fs::copy(&path, &target).with_context(|| {
                     format!("cannot copy {} to {}", path.display(), target.display())

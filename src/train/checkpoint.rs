@@ -65,6 +65,7 @@ pub fn save(
     state: &TrainerState,
     rows: &RowState,
     limit: Option<usize>,
+    owned: &dyn Fn(&Path) -> bool,
 ) -> Result<PathBuf> {
     let dir = checkpoint_dir(output_dir, state.step);
     let tmp = output_dir.join(format!(
@@ -100,7 +101,11 @@ pub fn save(
     std::fs::rename(&tmp, &dir)
         .with_context(|| format!("cannot move the checkpoint to {}", dir.display()))?;
     if let Some(limit) = limit {
-        let all = list_checkpoints(output_dir);
+        // Only ti-xla's checkpoints count and go (`owned`: relative to the output folder).
+        let all: Vec<(usize, PathBuf)> = list_checkpoints(output_dir)
+            .into_iter()
+            .filter(|(_, d)| d.strip_prefix(output_dir).is_ok_and(owned))
+            .collect();
         for (_, old) in all.iter().take(all.len().saturating_sub(limit.max(1))) {
             std::fs::remove_dir_all(old)
                 .with_context(|| format!("cannot remove old checkpoint {}", old.display()))?;
@@ -181,7 +186,7 @@ mod tests {
                 key: [1, 2],
                 fingerprint: HashMap::from([("seed".into(), "42".into())]),
             };
-            save(&out, &state, &rows, Some(2)).unwrap();
+            save(&out, &state, &rows, Some(2), &|_| true).unwrap();
         }
         let steps: Vec<usize> = list_checkpoints(&out).iter().map(|c| c.0).collect();
         assert_eq!(steps, vec![4, 6], "pruned to the newest two");

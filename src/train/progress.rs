@@ -97,3 +97,26 @@ impl Progress {
         }
     }
 }
+
+/// Cuts `train_log.jsonl` back to the `step` steps a checkpoint holds (0-based records below `step`) (a resumed run logs from there on, so
+/// the steps a stopped run logged after its checkpoint are not repeated).
+pub fn truncate_log(output_dir: &Path, step: usize) -> Result<()> {
+    let path = output_dir.join("train_log.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| (s as usize) < step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if kept.len() != text.len() {
+        crate::io::atomic_file::write_atomic(&path, kept.as_bytes())?;
+    }
+    Ok(())
+}

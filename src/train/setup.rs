@@ -51,6 +51,7 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
         }
     }
     let folder = args.model.open()?;
+    crate::io::output_dir::check_outside(&args.output_dir, &folder.root, "--output-dir")?;
     folder.text_time()?;
     let mut tokenizers = Tokenizers::open(&folder, args.tokenizer_name.clone())?;
     // The step appends the trainable rows after the frozen tables, so the new ids must follow.

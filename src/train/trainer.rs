@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
 use xla_graphs::programs::interface::Args;
@@ -22,18 +21,20 @@ use super::step::{
 use super::validation::{self, Validation};
 use crate::data::dataset::{epoch_plan, Sample};
 use crate::io::learned_embeds::write_learned_embeds;
+use crate::io::output_dir::{
+    check_outside, recover_previous, remove_stale_checkpoint_tmp, OutputLock, RunManifest,
+};
 use crate::model::full_pipeline::{save_full_pipeline, LearnedTokens};
 use crate::model::tokenizer::placeholder_token_names;
 use crate::pjrt::{Client, DeviceBuffer};
 use crate::rng::Key;
 use crate::runtime::device::{open_client, resolve_devices};
+use crate::signals;
 
 /// Ctrl-C stopped the run after writing a checkpoint (the binary exits with 130).
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted: checkpoint written to {0}; continue with --resume-from-checkpoint latest")]
 pub struct Interrupted(pub PathBuf);
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// What a finished run produced.
 pub struct TrainOutcome {
@@ -46,23 +47,34 @@ pub struct TrainOutcome {
 const LOSS_READ_EVERY: usize = 10;
 
 pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
+    signals::install();
+    let out = &args.output_dir;
     let client = open_client(&args.device)?;
     let devices = resolve_devices(&client, args.num_devices, args.device.device)?;
     let run = plan(args, devices)?;
-    // Installed once the model is open (downloaded): Ctrl-C during a download ends the process
-    // at once, and the next run resumes the partial file. Installing the handler twice in one
-    // process (tests) is harmless: the first one stays.
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
-    let out = &args.output_dir;
-    let resume = match &args.resume_from_checkpoint {
-        Some(spec) => Some(checkpoint::load(&checkpoint::resolve(out, spec)?)?),
-        None => {
-            prepare_output_dir(out, args.overwrite)?;
-            None
-        }
+    let _lock = OutputLock::acquire(out)?;
+    if recover_previous(out)? {
+        eprintln!(
+            "warning: put back the files of an earlier run in {} that a killed --overwrite run had set aside",
+            out.display()
+        );
+    }
+    remove_stale_checkpoint_tmp(out);
+    let manifest = RunManifest::begin(out)?;
+    let (resume, earlier) = match &args.resume_from_checkpoint {
+        Some(spec) => (
+            Some(checkpoint::load(&checkpoint::resolve(out, spec)?)?),
+            Vec::new(),
+        ),
+        None => (None, earlier_run(out, &manifest, args.overwrite)?),
     };
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    if args.save_as_full_pipeline {
+        check_pipeline_targets(args, &run, &manifest)?;
+    }
     let (state, rows) = starting_point(args, &run, devices, resume)?;
+    if args.resume_from_checkpoint.is_some() {
+        super::progress::truncate_log(out, state.step)?;
+    }
     eprintln!(
         "training {:?} on {devices} {} device(s), {} image(s), {} steps, lr {:.3e}, {}",
         run.placeholder_text,
@@ -72,16 +84,31 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         run.schedule.base_lr,
         run.compute_dtype
     );
-    let trainer = Trainer::new(&client, &run, args, devices)?;
+    let trainer = Trainer::new(&client, &run, args, devices, &manifest)?;
     let rows = upload_rows(&client, &rows, devices)?;
-    let (steps, last_loss, rows) = trainer.run(state, rows)?;
-    let rows = rows[0].rows.to_vec::<f32>()?;
-    let learned_embeds = write_outputs(args, &run, &rows)?;
-    Ok(TrainOutcome {
-        learned_embeds,
-        steps,
-        last_loss,
-    })
+    // From the first step on, an interrupt writes a checkpoint; the earlier run's files wait
+    // aside until this one has replaced them.
+    signals::training_started();
+    let previous = manifest.set_aside(&earlier)?;
+    let result = trainer
+        .run(state, rows)
+        .and_then(|(steps, last_loss, rows)| {
+            let rows = rows[0].rows.to_vec::<f32>()?;
+            let learned_embeds = write_outputs(args, &run, &rows)?;
+            Ok(TrainOutcome {
+                learned_embeds,
+                steps,
+                last_loss,
+            })
+        });
+    match &result {
+        Ok(_) => previous.discard()?,
+        // The checkpoint continues this run; the earlier one's files stay aside until it ends.
+        Err(e) if e.downcast_ref::<Interrupted>().is_some() => {}
+        Err(_) => previous.restore()?,
+    }
+    manifest.save()?;
+    result
 }
 
 /// A fresh run's state, or the checkpoint's when its settings match this run's.
@@ -162,6 +189,8 @@ fn write_outputs(args: &TrainArgs, run: &RunPlan, rows: &[f32]) -> Result<PathBu
 /// The compiled programs of a run and what they read, with the host loop around them.
 struct Trainer<'a> {
     client: &'a Client,
+    /// What in the output folder is ti-xla's: no save replaces a user's file.
+    manifest: &'a RunManifest,
     run: &'a RunPlan,
     args: &'a TrainArgs,
     devices: usize,
@@ -192,6 +221,7 @@ impl<'a> Trainer<'a> {
         run: &'a RunPlan,
         args: &'a TrainArgs,
         devices: usize,
+        manifest: &'a RunManifest,
     ) -> Result<Self> {
         let latents = if args.no_cache_latents {
             LatentSource::Encode
@@ -237,6 +267,7 @@ impl<'a> Trainer<'a> {
         };
         Ok(Trainer {
             client,
+            manifest,
             run,
             args,
             devices,
@@ -271,7 +302,7 @@ impl<'a> Trainer<'a> {
             let save_due = args.save_steps > 0 && state.step.is_multiple_of(args.save_steps);
             let checkpoint_due =
                 args.checkpointing_steps > 0 && state.step.is_multiple_of(args.checkpointing_steps);
-            let stop = INTERRUPTED.load(Ordering::SeqCst);
+            let stop = signals::interrupted();
             if pending.len() >= LOSS_READ_EVERY * args.gradient_accumulation_steps
                 || save_due
                 || checkpoint_due
@@ -283,14 +314,21 @@ impl<'a> Trainer<'a> {
                     flush_losses(&mut pending, &mut progress, accumulation, out)?.or(last_loss);
             }
             if save_due {
-                let path = out.join(format!("learned_embeds-steps-{}.safetensors", state.step));
+                let name = format!("learned_embeds-steps-{}.safetensors", state.step);
+                self.manifest.check_writable(Path::new(&name))?;
+                let path = out.join(name);
                 let values = rows[0].rows.to_vec::<f32>()?;
                 let widths = run.folder.row_widths();
                 write_learned_embeds(&path, &args.placeholder_token, &values, &widths)?;
             }
             if checkpoint_due || stop {
                 let limit = args.checkpoints_total_limit;
-                let dir = checkpoint::save(out, &state, &read_rows(&rows[0], run.hidden)?, limit)?;
+                let name = checkpoint::checkpoint_dir(Path::new(""), state.step);
+                self.manifest.check_writable(&name)?;
+                let owned = |rel: &Path| self.manifest.owns(rel);
+                let row_state = read_rows(&rows[0], run.hidden)?;
+                let dir = checkpoint::save(out, &state, &row_state, limit, &owned)?;
+                self.manifest.save()?;
                 if stop {
                     progress.finish();
                     return Err(Interrupted(dir).into());
@@ -443,39 +481,77 @@ impl<'a> Trainer<'a> {
     }
 }
 
-/// Refuses to mix a new run into an earlier one's outputs unless `--overwrite` says so.
-fn prepare_output_dir(out: &Path, overwrite: bool) -> Result<()> {
-    let earlier: Vec<PathBuf> = std::fs::read_dir(out)
+/// The names a training run writes at the top of its output folder.
+fn is_run_output(name: &str) -> bool {
+    name.starts_with("learned_embeds")
+        || name.starts_with("checkpoint-")
+        || name == "train_log.jsonl"
+        || name == "validation"
+        || name == "loss.png"
+}
+
+/// The earlier run's outputs (top-level names) that this run replaces: refused without
+/// `--overwrite`. A file of the same name that ti-xla did not write is never replaced.
+fn earlier_run(out: &Path, manifest: &RunManifest, overwrite: bool) -> Result<Vec<PathBuf>> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(out)
         .into_iter()
         .flatten()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            name.starts_with("learned_embeds")
-                || name.starts_with("checkpoint-")
-                || name == "train_log.jsonl"
-                || name == "validation"
-        })
+        .filter_map(|e| e.ok())
+        .map(|e| PathBuf::from(e.file_name()))
+        .filter(|n| is_run_output(&n.to_string_lossy()))
         .collect();
-    if earlier.is_empty() {
-        return Ok(());
+    names.sort();
+    for fixed in ["learned_embeds.safetensors", "train_log.jsonl", "loss.png"] {
+        manifest.check_writable(Path::new(fixed))?;
+    }
+    let ours: Vec<PathBuf> = names.into_iter().filter(|n| manifest.owns(n)).collect();
+    if ours.is_empty() {
+        return Ok(ours);
     }
     if !overwrite {
         bail!(
             "{} already holds a training run ({}); pass --overwrite to replace it, --resume-from-checkpoint latest to continue it, or another --output-dir",
             out.display(),
-            earlier[0].file_name().and_then(|n| n.to_str()).unwrap_or("")
+            ours[0].display()
         );
     }
-    for p in earlier {
-        if p.is_dir() {
-            std::fs::remove_dir_all(&p)
-        } else {
-            std::fs::remove_file(&p)
-        }
-        .with_context(|| format!("cannot remove {}", p.display()))?;
+    Ok(ours)
+}
+
+/// `--save-as-full-pipeline` writes the model's files into the output folder: none of them may
+/// be a file of the user's.
+fn check_pipeline_targets(args: &TrainArgs, run: &RunPlan, manifest: &RunManifest) -> Result<()> {
+    if let Some(t) = &args.tokenizer_name {
+        check_outside(&args.output_dir, t, "--output-dir")?;
+    }
+    let root = &run.folder.root;
+    for entry in walk_files(root) {
+        manifest.check_writable(entry.strip_prefix(root).expect("under the root"))?;
+    }
+    for name in ["tokenizer", "tokenizer_2", "model_index.json"] {
+        manifest.check_writable(Path::new(name))?;
     }
     Ok(())
+}
+
+/// Every non-hidden file under `dir`.
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
 }
 
 fn fingerprint(args: &TrainArgs, run: &RunPlan, devices: usize) -> HashMap<String, String> {
