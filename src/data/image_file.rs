@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use image::{DynamicImage, ImageDecoder, ImageReader};
 
 use super::resize::Rgb8;
@@ -18,14 +18,45 @@ pub fn has_image_extension(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Loads `path` as upright 8-bit RGB; the error names the file.
+/// The largest image side read (a 16K photo), checked before decoding.
+pub const MAX_SIDE: u32 = 16384;
+/// The most pixels read (120 megapixels: 360 MB as 8-bit RGB).
+pub const MAX_PIXELS: u64 = 120_000_000;
+/// The decoder's allocation limit.
+const MAX_ALLOC: u64 = 1 << 30;
+
+/// Loads `path` as upright 8-bit RGB; the error names the file. Declared sizes beyond
+/// [`MAX_SIDE`] or [`MAX_PIXELS`] are refused before any pixel is decoded (a few bytes can
+/// declare a 100000 x 100000 image), and a JPEG cut short is refused rather than read grey.
 pub fn load_rgb8(path: &Path) -> Result<Rgb8> {
     let what = || format!("cannot read image {}", path.display());
     let reader = ImageReader::open(path)
         .with_context(what)?
         .with_guessed_format()
         .with_context(what)?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        let bytes = std::fs::read(path).with_context(what)?;
+        if !jpeg_is_complete(&bytes) {
+            bail!(
+                "{} is a truncated JPEG (no end-of-image marker after its last scan): copy the file again",
+                path.display()
+            );
+        }
+    }
     let mut decoder = reader.into_decoder().with_context(what)?;
+    let (w, h) = decoder.dimensions();
+    if w > MAX_SIDE || h > MAX_SIDE || w as u64 * h as u64 > MAX_PIXELS {
+        bail!(
+            "{} declares {w}x{h} pixels; ti-xla reads images up to {MAX_SIDE} px per side and {} megapixels: downscale it first",
+            path.display(),
+            MAX_PIXELS / 1_000_000
+        );
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_ALLOC);
+    decoder.set_limits(limits).with_context(what)?;
     // A missing or unreadable EXIF block means "as stored", not a broken image.
     let orientation = decoder
         .orientation()
@@ -33,6 +64,16 @@ pub fn load_rgb8(path: &Path) -> Result<Rgb8> {
     let mut img = DynamicImage::from_decoder(decoder).with_context(what)?;
     img.apply_orientation(orientation);
     Ok(to_rgb8(img))
+}
+
+/// Whether a JPEG's last scan (SOS, FF DA) is followed by its end-of-image marker (FF D9). An
+/// EOI earlier in the file (an EXIF thumbnail's) does not count.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
+    }
 }
 
 /// 16-bit samples to 8 bits with rounding: v * 255 / 65535.

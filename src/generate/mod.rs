@@ -387,6 +387,12 @@ fn image_size(args: &GenerateArgs, folder: &ModelFolder) -> Result<(usize, usize
         .context("the UNet config has no sample_size: pass --height and --width")?;
     let width = args.width.or(args.height).unwrap_or(height);
     for (flag, v) in [("--height", height), ("--width", width)] {
+        if v > crate::train::setup::MAX_RESOLUTION {
+            bail!(
+                "{flag} {v} is larger than ti-xla makes images ({} px)",
+                crate::train::setup::MAX_RESOLUTION
+            );
+        }
         if v == 0 || v % multiple != 0 {
             bail!("{flag} {v} must be a positive multiple of {multiple} for this model");
         }

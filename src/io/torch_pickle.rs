@@ -128,11 +128,37 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Limits that no embedding file comes near (an A1111 `.pt` runs a few hundred opcodes over a
+/// dozen containers), against crafted pickles: deep nesting, memo doubling, endless streams.
+const MAX_OPS: usize = 1 << 20;
+const MAX_CONTAINERS: usize = 4096;
+/// Values created, copies from the memo included.
+const MAX_VALUES: usize = 1 << 20;
+
 #[derive(Default)]
 struct Machine {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
+    ops: usize,
+    containers: usize,
+    values: usize,
+}
+
+/// How many values `v` holds, itself included.
+fn count_values(v: &Value) -> usize {
+    match v {
+        Value::Tuple(items) | Value::List(items) => {
+            1 + items.iter().map(count_values).sum::<usize>()
+        }
+        Value::Dict(items) => {
+            1 + items
+                .iter()
+                .map(|(k, v)| count_values(k) + count_values(v))
+                .sum::<usize>()
+        }
+        _ => 1,
+    }
 }
 
 impl Machine {
@@ -152,11 +178,32 @@ impl Machine {
         self.stack.last_mut().context("pickle stack underflow")
     }
 
+    /// Counts `n` new values (`containers` of them containers) against the limits.
+    fn spend(&mut self, n: usize, containers: usize) -> Result<()> {
+        self.values = self.values.saturating_add(n);
+        self.containers = self.containers.saturating_add(containers);
+        if self.values > MAX_VALUES || self.containers > MAX_CONTAINERS {
+            bail!(
+                "the pickle builds more than {MAX_VALUES} values or {MAX_CONTAINERS} containers: not an embedding file"
+            );
+        }
+        Ok(())
+    }
+
     fn run(mut self, pkl: &[u8], storages: &Storages<'_>) -> Result<Value> {
         let mut r = Reader { data: pkl, at: 0 };
         let le = |b: &[u8]| b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | x as u64);
         loop {
             let op = r.take(1)?[0];
+            self.ops += 1;
+            if self.ops > MAX_OPS {
+                bail!("the pickle runs more than {MAX_OPS} opcodes: not an embedding file");
+            }
+            if matches!(op, b'}' | b']' | b')' | b't' | 0x85..=0x87) {
+                self.spend(1, 1)?;
+            } else {
+                self.spend(1, 0)?;
+            }
             match op {
                 0x80 => {
                     r.take(1)?; // PROTO
@@ -257,6 +304,8 @@ impl Machine {
                         b'r' => le(r.take(4)?) as u32,
                         _ => self.memo.len() as u32,
                     };
+                    let n = count_values(self.top()?);
+                    self.spend(n, 0)?;
                     let top = self.top()?.clone();
                     self.memo.insert(key, top);
                 }
@@ -266,6 +315,8 @@ impl Machine {
                     } else {
                         le(r.take(4)?) as u32
                     };
+                    let n = count_values(self.memo.get(&key).context("pickle memo miss")?);
+                    self.spend(n, 0)?;
                     let v = self.memo.get(&key).context("pickle memo miss")?.clone();
                     self.stack.push(v);
                 }
@@ -366,9 +417,12 @@ fn rebuild_tensor(args: &[Value], storages: &Storages<'_>) -> Result<Tensor> {
     // Row-major strides: the only layout torch.save of a fresh tensor writes.
     let mut want = vec![1usize; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
-        want[i] = want[i + 1] * shape[i + 1];
+        want[i] = want[i + 1].saturating_mul(shape[i + 1]);
     }
-    let count: usize = shape.iter().product();
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .context("a tensor's size overflows")?;
     if count > 1 && stride != want {
         bail!("a tensor with strides {stride:?} (not contiguous) is not read");
     }
@@ -378,10 +432,16 @@ fn rebuild_tensor(args: &[Value], storages: &Storages<'_>) -> Result<Tensor> {
         StorageType::F16 | StorageType::BF16 => 2,
         StorageType::F64 => 8,
     };
-    let start = *offset as usize * width;
-    let data = bytes
-        .get(start..start + count * width)
-        .context("a tensor runs past its storage")?;
+    let past = || anyhow!("a tensor runs past its storage ({} bytes)", bytes.len());
+    let start = usize::try_from(*offset)
+        .ok()
+        .and_then(|o| o.checked_mul(width))
+        .ok_or_else(past)?;
+    let end = count
+        .checked_mul(width)
+        .and_then(|n| n.checked_add(start))
+        .ok_or_else(past)?;
+    let data = bytes.get(start..end).ok_or_else(past)?;
     let values = data
         .chunks_exact(width)
         .map(|c| match dtype {
@@ -428,6 +488,32 @@ mod tests {
                 values: vec![1.0, 2.0]
             }))
         );
+    }
+
+    #[test]
+    fn crafted_pickles_hit_a_limit_instead_of_the_stack_or_memory() {
+        // 200,000 nested lists: `]` then append each into the next.
+        let mut deep = b"\x80\x02".to_vec();
+        deep.extend(std::iter::repeat_n(b']', 200_000));
+        deep.extend(std::iter::repeat_n(b'a', 199_999));
+        deep.push(b'.');
+        let err = unpickle(&deep).unwrap_err().to_string();
+        assert!(err.contains("containers"), "{err}");
+        // Memo doubling: a list memoised, then a list of two copies of it memoised in its
+        // place, 40 times (2^40 values if copied).
+        let mut doubling = b"\x80\x02]q\x00".to_vec();
+        for _ in 0..40 {
+            doubling.extend(b"](h\x00h\x00eq\x00");
+        }
+        doubling.push(b'.');
+        let err = unpickle(&doubling).unwrap_err().to_string();
+        assert!(err.contains("values"), "{err}");
+        // A storage offset of 2^62 does not wrap around to the start.
+        let mut far = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x02tQ\x8a\x08".to_vec();
+        far.extend((1u64 << 62).to_le_bytes());
+        far.extend(b"K\x02\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtR.");
+        let err = unpickle(&far).unwrap_err().to_string();
+        assert!(err.contains("runs past its storage"), "{err}");
     }
 
     #[test]

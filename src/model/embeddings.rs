@@ -52,17 +52,27 @@ pub fn read_embedding(path: &Path, token: Option<&str>) -> Result<LearnedEmbeddi
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    // torch.save writes a zip archive; before torch 1.6, a bare pickle.
-    let found = if bytes.starts_with(b"PK\x03\x04") {
-        from_torch(&bytes, stem).with_context(|| format!("{}", path.display()))?
-    } else if bytes.first() == Some(&0x80) {
-        bail!(
+    let found = match sniff(&bytes) {
+        Format::Safetensors => {
+            from_safetensors(&bytes, stem).with_context(|| format!("{}", path.display()))?
+        }
+        Format::TorchZip => from_torch(&bytes, stem).with_context(|| format!("{}", path.display()))?,
+        Format::LegacyPickle => bail!(
             "{} is a PyTorch file in the pre-1.6 format, which ti-xla does not read; save it again with a current torch, or as safetensors",
             path.display()
-        );
-    } else {
-        from_safetensors(&bytes, stem).with_context(|| format!("{}", path.display()))?
+        ),
+        Format::Unknown => bail!(
+            "{} is not an embedding file ti-xla reads (safetensors, or a torch.save .pt/.bin archive)",
+            path.display()
+        ),
     };
+    if let Some(bad) = found.values.iter().find(|v| !v.is_finite()) {
+        bail!(
+            "{}: {} holds {bad}; a usable embedding is finite (the training that wrote it diverged)",
+            path.display(),
+            found.key
+        );
+    }
     let hidden = match found.shape.as_slice() {
         [d] if *d > 0 => *d,
         [n, d] if *n > 0 && *d > 0 => *d,
@@ -87,6 +97,39 @@ pub fn read_embedding(path: &Path, token: Option<&str>) -> Result<LearnedEmbeddi
         rows: found.values,
         path: path.to_path_buf(),
     })
+}
+
+/// What an embedding file is, by a check of its whole framing, not one byte.
+#[derive(Debug, PartialEq, Eq)]
+enum Format {
+    Safetensors,
+    TorchZip,
+    LegacyPickle,
+    Unknown,
+}
+
+fn sniff(bytes: &[u8]) -> Format {
+    // safetensors: an 8-byte little-endian header length, then that many bytes of JSON.
+    if let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8")))
+    {
+        let fits = len >= 2
+            && len
+                .checked_add(8)
+                .is_some_and(|end| end <= bytes.len() as u64);
+        if fits && bytes[8] == b'{' {
+            return Format::Safetensors;
+        }
+    }
+    if bytes.starts_with(b"PK\x03\x04") {
+        return Format::TorchZip;
+    }
+    // torch.save before 1.6: a pickle (PROTO 2..5) starting with the legacy magic number.
+    if bytes.len() > 2 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]) {
+        return Format::LegacyPickle;
+    }
+    Format::Unknown
 }
 
 /// The embedding tensor a file holds, before its shape is checked.

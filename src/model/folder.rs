@@ -10,7 +10,7 @@ use xla_graphs::models::clip::CLIPTextConfig;
 use xla_graphs::models::unet::UNet2DConditionConfig;
 use xla_graphs::models::vae::AutoencoderKLConfig;
 
-use crate::model::hub;
+use crate::model::{config_limits, hub};
 
 /// A model folder with its component configs parsed.
 #[derive(Debug)]
@@ -100,12 +100,21 @@ impl ModelFolder {
                 root.display()
             );
         }
+        let text_encoder: CLIPTextConfig = read_config(&root.join("text_encoder/config.json"))?;
+        let unet: UNet2DConditionConfig = read_config(&root.join("unet/config.json"))?;
+        let vae: AutoencoderKLConfig = read_config(&root.join("vae/config.json"))?;
+        config_limits::check_clip(&root.join("text_encoder/config.json"), &text_encoder)?;
+        if let Some(c) = &text_encoder_2 {
+            config_limits::check_clip(&root.join("text_encoder_2/config.json"), c)?;
+        }
+        config_limits::check_unet(&root.join("unet/config.json"), &unet)?;
+        config_limits::check_vae(&root.join("vae/config.json"), &vae)?;
         Ok(ModelFolder {
-            text_encoder: read_config(&root.join("text_encoder/config.json"))?,
+            text_encoder,
             text_encoder_2,
             force_zeros_for_empty_prompt,
-            unet: read_config(&root.join("unet/config.json"))?,
-            vae: read_config(&root.join("vae/config.json"))?,
+            unet,
+            vae,
             scheduler: read_config(&root.join("scheduler/scheduler_config.json"))?,
             variant: variant.map(str::to_string),
             root,

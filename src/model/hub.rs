@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use hf_hub::api::sync::{Api, ApiBuilder, ApiError, ApiRepo};
@@ -31,6 +32,18 @@ const BAR_FROM_BYTES: u64 = 1 << 20;
 
 /// Retries of an interrupted file download within one run (each resumes where it stopped).
 const RETRIES: usize = 2;
+/// Tries of the file-list request before the Hub counts as unreachable.
+const LISTING_TRIES: u32 = 3;
+
+/// How long one request to the Hub may take: `TI_XLA_HUB_TIMEOUT_SECS`, default 60 s.
+fn request_timeout() -> Duration {
+    let secs = std::env::var("TI_XLA_HUB_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(60.0);
+    Duration::from_secs_f64(secs)
+}
 
 /// Files every diffusers pipeline ti-xla reads has.
 const REQUIRED: [&str; 5] = [
@@ -379,12 +392,26 @@ impl Hub {
 
     /// The repo's commit at the revision and its files with their sizes and blob names.
     fn listing(&self) -> Result<Listing> {
-        let response = self
-            .repo_at(&self.revision)
-            .info_request()
-            .query("blobs", "true")
-            .call()
-            .map_err(|e| self.http_error(e, None))?;
+        // The first request: an endpoint that accepts and never answers is found here, after
+        // the timeout; transient failures (unreachable, 5xx) are tried again a few times.
+        let timeout = request_timeout();
+        let mut tries = 0;
+        let response = loop {
+            tries += 1;
+            let result = self
+                .repo_at(&self.revision)
+                .info_request()
+                .timeout(timeout)
+                .query("blobs", "true")
+                .call()
+                .map_err(|e| self.http_error(e, None));
+            match result {
+                Err(e) if e.downcast_ref::<Unreachable>().is_some() && tries < LISTING_TRIES => {
+                    std::thread::sleep(Duration::from_millis(500 << tries));
+                }
+                other => break other?,
+            }
+        };
         let json: serde_json::Value = response.into_json().map_err(|e| {
             anyhow!(
                 "the file list of {} from {} is not valid JSON ({e})",

@@ -3,6 +3,7 @@
 //! can save.
 
 pub mod component;
+pub mod config_limits;
 pub mod embeddings;
 pub mod folder;
 pub mod full_pipeline;

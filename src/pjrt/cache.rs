@@ -11,7 +11,9 @@ use super::compile_options::CompileOptions;
 use super::error::Result;
 use super::executable::LoadedExecutable;
 
-const MAGIC: &[u8; 12] = b"TIXLA-EXE-1\n";
+/// Version 2 entries carry their own key, so that an entry copied or renamed to another
+/// program's name is recompiled instead of run with the wrong arguments.
+const MAGIC: &[u8; 12] = b"TIXLA-EXE-2\n";
 
 /// How an executable was obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,9 +81,10 @@ impl CompileCache {
         options: &CompileOptions,
     ) -> Result<LoadedExecutable> {
         let path = self.entry_path(client, program, options);
+        let key = entry_key_of(&path);
         let mut outcome = CacheOutcome::Miss;
         if let Ok(bytes) = fs::read(&path) {
-            match unwrap_entry(&bytes)
+            match unwrap_entry(&bytes, &key)
                 .map(|payload| client.deserialize(payload, options.num_devices()))
             {
                 Some(Ok(mut exe)) => {
@@ -95,7 +98,7 @@ impl CompileCache {
         exe.cache_outcome = outcome;
         // A cache that cannot be written (read-only home, full disk) only costs speed.
         if let Ok(payload) = exe.serialize() {
-            if let Err(e) = write_entry(&path, &payload) {
+            if let Err(e) = write_entry(&path, &key, &payload) {
                 eprintln!(
                     "warning: could not write compile cache entry {}: {e}",
                     path.display()
@@ -106,8 +109,19 @@ impl CompileCache {
     }
 }
 
-fn unwrap_entry(bytes: &[u8]) -> Option<&[u8]> {
+/// The key an entry's file name carries.
+fn entry_key_of(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn unwrap_entry<'a>(bytes: &'a [u8], key: &str) -> Option<&'a [u8]> {
     let rest = bytes.strip_prefix(MAGIC.as_slice())?;
+    let (stored, rest) = rest.split_at_checked(key.len())?;
+    if stored != key.as_bytes() {
+        return None;
+    }
     let (len, rest) = rest.split_at_checked(8)?;
     let (sum, payload) = rest.split_at_checked(8)?;
     let len = u64::from_le_bytes(len.try_into().ok()?) as usize;
@@ -115,9 +129,10 @@ fn unwrap_entry(bytes: &[u8]) -> Option<&[u8]> {
     (payload.len() == len && hash64(payload, 0) == sum).then_some(payload)
 }
 
-fn write_entry(path: &Path, payload: &[u8]) -> anyhow::Result<()> {
-    let mut bytes = Vec::with_capacity(MAGIC.len() + 16 + payload.len());
+fn write_entry(path: &Path, key: &str, payload: &[u8]) -> anyhow::Result<()> {
+    let mut bytes = Vec::with_capacity(MAGIC.len() + key.len() + 16 + payload.len());
     bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(key.as_bytes());
     bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&hash64(payload, 0).to_le_bytes());
     bytes.extend_from_slice(payload);
@@ -182,13 +197,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ti-xla-cache-unit-{}", std::process::id()));
         let path = dir.join("x.pjrt-exe");
         let payload: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
-        write_entry(&path, &payload).unwrap();
+        let key = entry_key_of(&path);
+        write_entry(&path, &key, &payload).unwrap();
         let mut bytes = fs::read(&path).unwrap();
-        assert_eq!(unwrap_entry(&bytes), Some(payload.as_slice()));
+        assert_eq!(unwrap_entry(&bytes, &key), Some(payload.as_slice()));
+        // An entry under another program's name (two entries swapped) is not taken.
+        assert_eq!(unwrap_entry(&bytes, "y"), None);
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        assert_eq!(unwrap_entry(&bytes), None);
-        assert_eq!(unwrap_entry(&bytes[..20]), None);
+        assert_eq!(unwrap_entry(&bytes, &key), None);
+        assert_eq!(unwrap_entry(&bytes[..20], &key), None);
         fs::remove_dir_all(&dir).unwrap();
     }
 

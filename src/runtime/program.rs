@@ -31,8 +31,8 @@ pub struct CompiledProgram<I, O> {
 }
 
 impl<I: Args<Arg>, O: Args<Output>> CompiledProgram<I, O> {
-    /// Compiles `program` for devices `0..devices` (through the compile cache) and uploads the
-    /// weights it takes from `folder`.
+    /// Uploads the weights `program` takes from `folder` (checked against its checkpoints) and
+    /// compiles it for devices `0..devices` (through the compile cache).
     pub fn new(
         client: &Client,
         folder: &ModelFolder,
@@ -40,8 +40,10 @@ impl<I: Args<Arg>, O: Args<Output>> CompiledProgram<I, O> {
         devices: usize,
         name: ProgramName,
     ) -> Result<Self> {
-        let exe = compile(client, &program.text, devices, name)?;
+        // The weights first: a config that does not match its checkpoint is reported before a
+        // compile of minutes.
         let weights = upload_weights(client, folder, &program, devices)?;
+        let exe = compile(client, &program.text, devices, name)?;
         Ok(Self::with_weights(exe, weights, program, name))
     }
 

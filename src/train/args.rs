@@ -198,6 +198,41 @@ pub struct AdamWArgs {
 }
 
 impl AdamWArgs {
+    /// The ranges torch.optim.AdamW accepts (it raises on anything else).
+    pub fn check(&self) -> anyhow::Result<()> {
+        for (flag, v, ok, range) in [
+            (
+                "--adam-beta1",
+                self.adam_beta1,
+                (0.0..1.0).contains(&self.adam_beta1),
+                "in [0, 1)",
+            ),
+            (
+                "--adam-beta2",
+                self.adam_beta2,
+                (0.0..1.0).contains(&self.adam_beta2),
+                "in [0, 1)",
+            ),
+            (
+                "--adam-weight-decay",
+                self.adam_weight_decay,
+                self.adam_weight_decay >= 0.0 && self.adam_weight_decay.is_finite(),
+                "a finite number >= 0",
+            ),
+            (
+                "--adam-epsilon",
+                self.adam_epsilon,
+                self.adam_epsilon >= 0.0 && self.adam_epsilon.is_finite(),
+                "a finite number >= 0",
+            ),
+        ] {
+            if !ok {
+                anyhow::bail!("{flag} {v} must be {range} (as torch.optim.AdamW requires)");
+            }
+        }
+        Ok(())
+    }
+
     pub fn config(&self) -> AdamWConfig {
         AdamWConfig {
             beta1: self.adam_beta1,

@@ -13,7 +13,7 @@ use crate::model::component::Component;
 use crate::model::folder::ModelFolder;
 use crate::model::tokenizer::placeholder_token_names;
 use crate::model::tokenizers::Tokenizers;
-use crate::runtime::device::MixedPrecision;
+use crate::runtime::device::{DeviceKind, MixedPrecision};
 
 pub struct RunPlan {
     pub folder: ModelFolder,
@@ -50,6 +50,7 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
             bail!("{flag} must be at least 1");
         }
     }
+    check_numbers(args)?;
     let folder = args.model.open()?;
     crate::io::output_dir::check_outside(&args.output_dir, &folder.root, "--output-dir")?;
     folder.text_time()?;
@@ -88,8 +89,26 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
         bail!("--resolution {resolution} must be a multiple of {multiple} for this model");
     }
     let compute_dtype = MixedPrecision::resolve(args.mixed_precision, args.device.device);
-    let samples = images.len() * args.repeats;
-    let global = args.train_batch_size * devices;
+    if compute_dtype == DType::BF16 && args.device.device == DeviceKind::Cpu {
+        // Refused before compiling: the CPU backend rejects the step's bf16 gradient products
+        // ("Unsupported element type for DotThunk") after a long compile.
+        bail!("--mixed-precision bf16 cannot train on the CPU plugin (XLA's CPU backend lacks the bf16 matrix products of the backward pass); use --mixed-precision no on a CPU, bf16 on a GPU or TPU");
+    }
+    let samples = images
+        .len()
+        .checked_mul(args.repeats)
+        .filter(|&n| n <= MAX_EPOCH_SAMPLES)
+        .with_context(|| {
+            format!(
+                "{} image(s) x --repeats {} is more than {MAX_EPOCH_SAMPLES} samples per epoch: lower --repeats (and use --max-train-steps for a long run)",
+                images.len(),
+                args.repeats
+            )
+        })?;
+    let global = args
+        .train_batch_size
+        .checked_mul(devices)
+        .context("--train-batch-size x devices overflows")?;
     let batches_per_epoch = samples / global;
     if batches_per_epoch == 0 {
         bail!(
@@ -103,7 +122,9 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
     let total_steps = if args.max_train_steps > 0 {
         args.max_train_steps
     } else {
-        args.num_train_epochs * updates_per_epoch
+        args.num_train_epochs
+            .checked_mul(updates_per_epoch)
+            .context("--num-train-epochs is too large: pass --max-train-steps instead")?
     };
     let scale = if args.scale_lr && !args.no_scale_lr {
         (global * args.gradient_accumulation_steps) as f64
@@ -132,6 +153,29 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
         total_steps,
         schedule,
     })
+}
+
+/// Samples one epoch may hold (its shuffled order is kept in memory).
+const MAX_EPOCH_SAMPLES: usize = 10_000_000;
+/// The largest training resolution (SDXL trains at 1024).
+pub const MAX_RESOLUTION: usize = 8192;
+
+/// The numeric flags, checked before anything is read: torch's ranges for the optimizer, a
+/// usable learning rate, sizes that fit in memory.
+fn check_numbers(args: &TrainArgs) -> Result<()> {
+    if !(args.learning_rate.is_finite() && args.learning_rate > 0.0) {
+        bail!(
+            "--learning-rate {} must be a positive number (5e-4 to 5e-3 is usual for Textual Inversion)",
+            args.learning_rate
+        );
+    }
+    args.adamw.check()?;
+    if let Some(r) = args.resolution {
+        if r == 0 || r > MAX_RESOLUTION {
+            bail!("--resolution {r} must be between 1 and {MAX_RESOLUTION}");
+        }
+    }
+    Ok(())
 }
 
 fn load_images(args: &TrainArgs, resolution: usize) -> Result<TrainImages> {

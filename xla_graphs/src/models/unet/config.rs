@@ -265,7 +265,7 @@ impl UNet2DConditionConfig {
                     "unet config: block {i} has {c} channels, not divisible into {h} heads"
                 ));
             }
-            if c % self.norm_num_groups != 0 {
+            if self.norm_num_groups == 0 || c % self.norm_num_groups != 0 {
                 return Err(format!(
                     "unet config: block {i} has {c} channels, not divisible into {} norm groups",
                     self.norm_num_groups
