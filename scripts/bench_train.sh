@@ -10,6 +10,8 @@
 #                          [--alt-plugin PATH] [--dump-hlo DIR]
 #
 #   --model       a diffusers folder; make one with scripts/make_sd15_random.py /tmp/sd15-random
+#                 (or an SDXL one with scripts/make_sdxl_random.py /tmp/sdxl-random: the torch
+#                 tool then runs diffusers' SDXL step, scripts/bench_train_sdxl_torch.py)
 #   --tools       any of: ti-xla (default: VAE moments cached per image, the encoder runs once),
 #                 ti-xla-encode (--no-cache-latents: the VAE encoder in every step, as the
 #                 references do), ti-xla-alt (ti-xla with --alt-plugin via TI_XLA_PLUGIN),
@@ -127,7 +129,12 @@ EOF
 run_python() {
     local tool=$1 round=$2 py script
     case "$tool" in
-        torch) py=$torch_py; script=bench_train_torch.py ;;
+        torch)
+            py=$torch_py
+            script=bench_train_torch.py
+            # An SDXL folder: diffusers' SDXL TI step.
+            [[ -d "$model/text_encoder_2" ]] && script=bench_train_sdxl_torch.py
+            ;;
         flax) py=$flax_py; script=bench_train_flax.py ;;
     esac
     local dir="$out/$tool-r$resolution-$round"

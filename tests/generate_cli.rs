@@ -329,7 +329,7 @@ fn bad_embedding_files_fail_with_one_line() {
 
     let text = dir.join("notes.txt");
     std::fs::write(&text, "hello").unwrap();
-    one_line_error(&run(&text), "not a safetensors embedding file");
+    one_line_error(&run(&text), "not an embedding file ti-xla reads");
 
     let scalar = dir.join("scalar.safetensors");
     write_embeds(&scalar, &[("<s>", vec![2, 2, 4])], None);

@@ -1,6 +1,7 @@
 //! `ti-xla train` on the tiny SDXL-style fixture: the `{clip_l, clip_g}` file, 2 devices equal
 //! to 1 device with the whole batch, the model's own resolution by default, and a full
-//! pipeline whose two tables and tokenizers know the new token, with validation images.
+//! pipeline whose two tables and tokenizers know the new token, with validation images; resume
+//! bit for bit; an embedding of the other model family refused.
 
 use std::path::Path;
 use std::process::Command;
@@ -179,4 +180,71 @@ fn full_pipeline_holds_the_rows_in_both_tables() {
     ok(&run);
     std::fs::remove_dir_all(out).unwrap();
     std::fs::remove_dir_all(images).unwrap();
+}
+
+#[test]
+fn resume_continues_bit_for_bit() {
+    let (whole, split) = (fresh_dir("xl-whole"), fresh_dir("xl-split"));
+    ok(&train(&whole, &["--train_batch_size", "1", "--max_train_steps", "4"]));
+    ok(&train(
+        &split,
+        &["--train_batch_size", "1", "--max_train_steps", "2", "--checkpointing_steps", "2"],
+    ));
+    ok(&train(
+        &split,
+        &[
+            "--train_batch_size",
+            "1",
+            "--max_train_steps",
+            "4",
+            "--resume_from_checkpoint",
+            "latest",
+        ],
+    ));
+    assert_eq!(
+        tensors(&whole.join("learned_embeds.safetensors")),
+        tensors(&split.join("learned_embeds.safetensors"))
+    );
+    assert_eq!(losses(&whole), losses(&split));
+    for d in [whole, split] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn embeddings_of_the_other_family_are_refused_naming_both_widths() {
+    let out = fresh_dir("xl-mismatch");
+    let run = |model: &str, embeds: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_ti-xla"))
+            .args(["generate", "--model"])
+            .arg(fixture(model))
+            .arg("--learned-embeds")
+            .arg(embeds)
+            .args(["--token", "<x>", "--prompt", "a <x>", "--num-inference-steps", "1"])
+            .arg("--output-dir")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    for (model, embeds, needles) in [
+        (
+            "tiny-sdxl",
+            fixture("tiny-sd1/reference/learned_embeds.safetensors"),
+            ["SD 1.x/2.x embedding of width 16", "widths [12, 20]"],
+        ),
+        (
+            "tiny-sd1",
+            fixture("tiny-sdxl/reference/learned_embeds.safetensors"),
+            ["SDXL embedding of widths [12, 20]", "text encoder width 16"],
+        ),
+    ] {
+        let r = run(model, &embeds);
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().filter(|l| l.starts_with("error:")).count(), 1, "{stderr}");
+        for n in needles {
+            assert!(stderr.contains(n), "{n:?} not in {stderr}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(out);
 }
