@@ -23,6 +23,7 @@ import json
 import os
 import resource
 import statistics
+import sys
 import time
 
 T_START = time.perf_counter()
@@ -35,29 +36,8 @@ from diffusers.optimization import get_scheduler  # noqa: E402
 from PIL import Image  # noqa: E402
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer  # noqa: E402
 
-
-def rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def load_pixels(folder, size):
-    """The example dataset's pixels: RGB, bicubic resize to size x size, x/127.5 - 1."""
-    out = []
-    for name in sorted(os.listdir(folder)):
-        try:
-            img = Image.open(os.path.join(folder, name)).convert("RGB")
-        except Exception:
-            continue
-        img = img.resize((size, size), resample=Image.Resampling.BICUBIC)
-        arr = (np.array(img).astype(np.uint8) / 127.5 - 1.0).astype(np.float32)
-        out.append(torch.from_numpy(arr).permute(2, 0, 1))
-    if not out:
-        raise SystemExit(f"no images in {folder}")
-    return out
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_train_torch import load_pixels, rss_mb  # noqa: E402  (the SD bench's data and memory)
 
 
 def main():

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod scratch;
-use scratch::{compile_cache, empty_dir, fixture, ok};
+use scratch::{compile_cache, copy_model, empty_dir, fixture, ok};
 
 fn ti_xla() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ti-xla"));
@@ -302,28 +302,13 @@ fn model_with(
     edit: impl Fn(&mut serde_json::Value),
 ) -> PathBuf {
     let root = dir.join(name);
-    copy_dir(&fixture("tiny-sd1"), &root);
+    copy_model(&fixture("tiny-sd1"), &root);
     let path = root.join(config);
     let mut json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     edit(&mut json);
     std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
     root
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        if e.file_name() == "reference" {
-            continue;
-        }
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
 }
 
 #[test]

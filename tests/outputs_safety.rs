@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod scratch;
-use scratch::{compile_cache, empty_dir, fixture, ok};
+use scratch::{compile_cache, copy_model, empty_dir, fixture, ok};
 
 fn train_cmd(model: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ti-xla"));
@@ -78,23 +78,11 @@ fn one_line_error(out: &Output, needle: &str) {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn an_output_folder_in_or_around_the_model_is_refused() {
     let dir = empty_dir("model-overlap");
     let model = dir.join("m");
-    copy_dir(&fixture("tiny-sd1"), &model);
+    copy_model(&fixture("tiny-sd1"), &model);
     let before = snapshot(&model);
     for (out, how) in [
         (model.clone(), "is the model folder"),

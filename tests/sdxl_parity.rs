@@ -10,7 +10,7 @@ mod parity;
 use std::collections::HashMap;
 use std::path::Path;
 
-use parity::{compare, fixture, forward, scratch};
+use parity::{compare, copy_model, fixture, forward, scratch};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
@@ -114,27 +114,12 @@ fn text_encoder_2_matches_transformers_with_its_projection() {
 fn model_with_eos(eos: i64) -> std::path::PathBuf {
     let root = scratch("eos-model");
     let _ = std::fs::remove_dir_all(&root);
-    copy_dir(&fixture(MODEL), &root);
+    copy_model(&fixture(MODEL), &root);
     let config = root.join("text_encoder_2/config.json");
     let mut json: serde_json::Value = serde_json::from_slice(&read(&config)).unwrap();
     json["eos_token_id"] = serde_json::json!(eos);
     std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
     root
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            if path.file_name().unwrap() != "reference" {
-                copy_dir(&path, &target);
-            }
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::process::Command;
 use safetensors::SafeTensors;
 
 mod scratch;
-use scratch::{compile_cache, fixture, fresh_dir, ok};
+use scratch::{compile_cache, fixture, fresh_dir, logged_losses, ok};
 
 fn train(out: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ti-xla"))
@@ -58,18 +58,6 @@ fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         .collect()
 }
 
-fn losses(out: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out.join("train_log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect()
-}
-
 #[test]
 fn two_devices_equal_one_and_write_clip_l_and_clip_g() {
     let (one, two) = (fresh_dir("xl-one"), fresh_dir("xl-two"));
@@ -92,7 +80,7 @@ fn two_devices_equal_one_and_write_clip_l_and_clip_g() {
         eprintln!("{name}: 1 vs 2 devices after 3 steps, max difference {worst:e}");
         assert!(worst <= 1e-5, "{name} differs by {worst}");
     }
-    let (l1, l2) = (losses(&one), losses(&two));
+    let (l1, l2) = (logged_losses(&one), logged_losses(&two));
     assert_eq!(l1.len(), 3);
     for (p, q) in l1.iter().zip(&l2) {
         assert!((p - q).abs() <= 1e-5 * p.abs(), "loss {p} vs {q}");
@@ -215,7 +203,7 @@ fn resume_continues_bit_for_bit() {
         tensors(&whole.join("learned_embeds.safetensors")),
         tensors(&split.join("learned_embeds.safetensors"))
     );
-    assert_eq!(losses(&whole), losses(&split));
+    assert_eq!(logged_losses(&whole), logged_losses(&split));
     for d in [whole, split] {
         std::fs::remove_dir_all(d).unwrap();
     }

@@ -8,7 +8,7 @@ use std::process::Command;
 use safetensors::SafeTensors;
 
 mod scratch;
-use scratch::{compile_cache, fixture, fresh_dir, ok};
+use scratch::{compile_cache, fixture, fresh_dir, logged_losses, ok};
 
 fn train(out: &Path, extra: &[&str]) -> std::process::Output {
     let model = fixture("tiny-sd1");
@@ -55,18 +55,6 @@ fn embedding(path: &Path) -> (Vec<usize>, Vec<f32>) {
     )
 }
 
-fn losses(out: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out.join("train_log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect()
-}
-
 #[test]
 fn resume_continues_bit_for_bit() {
     let (straight, split) = (fresh_dir("straight"), fresh_dir("split"));
@@ -111,8 +99,8 @@ fn resume_continues_bit_for_bit() {
     let b = std::fs::read(split.join("learned_embeds.safetensors")).unwrap();
     assert_eq!(a, b, "3 steps + resume + 3 steps must equal 6 steps");
     assert_eq!(
-        losses(&straight),
-        losses(&split),
+        logged_losses(&straight),
+        logged_losses(&split),
         "the same losses, step by step"
     );
     // A resume with other settings is refused.
@@ -161,7 +149,7 @@ fn four_devices_equal_one_device_with_the_whole_batch() {
             "0",
         ],
     ));
-    let (l1, l4) = (losses(&one), losses(&four));
+    let (l1, l4) = (logged_losses(&one), logged_losses(&four));
     assert_eq!(l1.len(), 3);
     for (a, b) in l1.iter().zip(&l4) {
         assert!((a - b).abs() <= 1e-5 * a.abs(), "loss {a} vs {b}");

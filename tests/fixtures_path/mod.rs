@@ -10,3 +10,19 @@ pub fn fixture(rel: &str) -> PathBuf {
         .join("tests/fixtures")
         .join(rel)
 }
+
+/// Copies the model folder `from` to `to`, without its `reference/` folder.
+pub fn copy_model(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.file_name() == "reference" {
+            continue;
+        }
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_model(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}

@@ -9,7 +9,8 @@ use std::process::Command;
 mod fixtures_path;
 
 /// `tests/fixtures/<rel>`.
-pub use fixtures_path::fixture;
+#[allow(unused_imports)]
+pub use fixtures_path::{copy_model, fixture};
 
 /// Prints and returns (max abs error, max abs error / max |reference|).
 pub fn compare(what: &str, ours: &[f32], reference: &[f32]) -> (f64, f64) {

@@ -10,7 +10,8 @@ use std::process::Output;
 mod fixtures_path;
 
 /// `tests/fixtures/<rel>`.
-pub use fixtures_path::fixture;
+#[allow(unused_imports)]
+pub use fixtures_path::{copy_model, fixture};
 
 /// This test binary's folder `name`, emptied (not created: commands must create their output
 /// folders themselves).
@@ -41,4 +42,17 @@ pub fn ok(out: &Output) {
         "ti-xla failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The losses of `train_log.jsonl` in `out`, in order.
+pub fn logged_losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("train_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
 }
