@@ -29,10 +29,10 @@ Run from the repository root with the fixture venv (tests/fixtures/README.md):
     /tmp/fxenv/bin/python scripts/make_sdxl_fixtures.py
 """
 
-import copy
 import json
 import os
 import shutil
+import struct
 import sys
 
 import diffusers.schedulers.scheduling_euler_ancestral_discrete as euler_a_module
@@ -49,7 +49,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -102,15 +102,33 @@ VAE = dict(
     scaling_factor=0.13025,
     force_upcast=True,
 )
-# stabilityai/stable-diffusion-xl-base-1.0/scheduler/scheduler_config.json
+# stabilityai/stable-diffusion-xl-base-1.0/scheduler/scheduler_config.json, every value: the
+# keys Euler does not take (clip_sample, set_alpha_to_one, skip_prk_steps, sample_max_value)
+# stay in the saved config and reach DDIM/PNDM built with `from_config`, as for SDXL base.
 SCHEDULER = dict(
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-    prediction_type="epsilon", steps_offset=1, timestep_spacing="leading",
-    interpolation_type="linear", use_karras_sigmas=False)
+    beta_end=0.012, beta_schedule="scaled_linear", beta_start=0.00085, clip_sample=False,
+    interpolation_type="linear", num_train_timesteps=1000, prediction_type="epsilon",
+    sample_max_value=1.0, set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1,
+    timestep_spacing="leading", trained_betas=None, use_karras_sigmas=False)
 
 TEXT_PROMPTS = ["a photo of a cat toy!", "A cat statue, in the style of van gogh"]
-# The first-eos rule's id for text_embeds_eos: "cat</w>", which both prompts hold before their end.
+# The first-eos rule's id for text_embeds_eos: "cat</w>". EOS_PROMPTS hold it before their end,
+# the first twice (so the first occurrence is not the last) and the second at another place.
 CAT = 2368
+EOS_PROMPTS = ["a cat photo of a cat toy!", "the statue of a cat, in the style of van gogh"]
+
+
+def save_sorted(tensors, path, metadata):
+    """save_file with the metadata in key order: safetensors writes its metadata map in hash
+    order, so a file with several keys would differ from run to run."""
+    data = save(tensors, metadata=metadata)
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + data[8 + n:])
 
 
 def write_tokenizers():
@@ -152,7 +170,8 @@ def build_pipeline():
         vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
         tokenizer=CLIPTokenizer.from_pretrained(os.path.join(OUT, "tokenizer")),
         tokenizer_2=CLIPTokenizer.from_pretrained(os.path.join(OUT, "tokenizer_2")),
-        unet=unet, scheduler=EulerDiscreteScheduler(**SCHEDULER), force_zeros_for_empty_prompt=True)
+        unet=unet, scheduler=EulerDiscreteScheduler.from_config(SCHEDULER),
+        force_zeros_for_empty_prompt=True)
 
 
 def save_pipeline(pipe):
@@ -215,18 +234,24 @@ def write_references(report):
         ids = tok(TEXT_PROMPTS, padding="max_length", max_length=MAX_LENGTH, truncation=True,
                   return_tensors="pt").input_ids
         mf.write_reference(spec, component, model, text_outputs(proj), {"input_ids": ids}, debug, report)
-    # The first-eos rule on the same weights and ids: text_encoder_2 with eos_token_id = CAT.
-    ids = pipe.tokenizer_2(TEXT_PROMPTS, padding="max_length", max_length=MAX_LENGTH,
+    # The first-eos rule on the same weights: text_encoder_2 with eos_token_id = CAT, on ids
+    # where the first CAT is neither the argmax (the legacy rule) nor, in row 0, the last CAT.
+    ids = pipe.tokenizer_2(EOS_PROMPTS, padding="max_length", max_length=MAX_LENGTH,
                            truncation=True, return_tensors="pt").input_ids
-    assert all(CAT in row.tolist() for row in ids), "both prompts must hold the chosen id"
+    first = [row.tolist().index(CAT) for row in ids]
+    last = [MAX_LENGTH - 1 - row.tolist()[::-1].index(CAT) for row in ids]
+    assert first != ids.argmax(-1).tolist() and first[0] != last[0] and first[0] != first[1], (first, last)
     first_eos = CLIPTextModelWithProjection(text_config(TEXT_2, eos_token_id=CAT))
     first_eos.load_state_dict(pipe.text_encoder_2.state_dict())
     path = os.path.join(OUT, "reference", "text_encoder_2.safetensors")
     tensors = dict(load_file(path))
     with torch.no_grad():
-        embeds = first_eos.to(torch.float64)(ids).text_embeds
+        out = first_eos.to(torch.float64)(ids)
+        embeds = out.text_embeds
         legacy = pipe.text_encoder_2.to(torch.float64)(ids).text_embeds
+        at_last = first_eos.text_projection(out.last_hidden_state[torch.arange(2), torch.tensor(last)])
     assert (embeds - legacy).abs().max() > 1e-3, "the two pooling rules must differ here"
+    assert (embeds - at_last).abs().max() > 1e-3, "the first and the last CAT must differ here"
     tensors["input_ids_eos"] = ids.contiguous()
     tensors["text_embeds_eos"] = embeds.float().contiguous()
     save_file(tensors, path, metadata={"eos_token_id": str(CAT)})
@@ -342,12 +367,12 @@ def step():
         "grad_rows_2": grads[1].float(), "rows_after": rows[0].detach().float(),
         "rows_2_after": rows[1].detach().float(),
     }
-    save_file({k: v.contiguous() for k, v in out.items()},
-              os.path.join(OUT, "reference", "train_step.safetensors"),
-              metadata={"learning_rate": str(LR), "adam_beta1": str(BETAS[0]), "adam_beta2": str(BETAS[1]),
-                        "adam_weight_decay": str(WD), "adam_epsilon": str(EPS),
-                        "placeholder_token": "<cat-toy>", "num_vectors": str(NUM_VECTORS),
-                        "prediction_type": sched.config.prediction_type})
+    save_sorted({k: v.contiguous() for k, v in out.items()},
+                os.path.join(OUT, "reference", "train_step.safetensors"),
+                metadata={"learning_rate": str(LR), "adam_beta1": str(BETAS[0]), "adam_beta2": str(BETAS[1]),
+                          "adam_weight_decay": str(WD), "adam_epsilon": str(EPS),
+                          "placeholder_token": "<cat-toy>", "num_vectors": str(NUM_VECTORS),
+                          "prediction_type": sched.config.prediction_type})
     print("train step loss", loss.item(), "grad max", grads[0].abs().max().item(), grads[1].abs().max().item())
 
 
