@@ -54,11 +54,13 @@ VAE = dict(
     layers_per_block=2, norm_num_groups=32, out_channels=3, sample_size=1024,
     scaling_factor=0.13025, force_upcast=True, up_block_types=["UpDecoderBlock2D"] * 4,
 )
-# .../scheduler/scheduler_config.json
+# .../scheduler/scheduler_config.json, every value (Euler keeps the keys it does not take, such as
+# clip_sample, for DDIM/PNDM built from it)
 SCHEDULER = dict(
-    beta_end=0.012, beta_schedule="scaled_linear", beta_start=0.00085, interpolation_type="linear",
-    num_train_timesteps=1000, prediction_type="epsilon", steps_offset=1, timestep_spacing="leading",
-    use_karras_sigmas=False,
+    beta_end=0.012, beta_schedule="scaled_linear", beta_start=0.00085, clip_sample=False,
+    interpolation_type="linear", num_train_timesteps=1000, prediction_type="epsilon",
+    sample_max_value=1.0, set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1,
+    timestep_spacing="leading", trained_betas=None, use_karras_sigmas=False,
 )
 MODEL_INDEX = {
     "_class_name": "StableDiffusionXLPipeline",
@@ -119,7 +121,7 @@ def main():
     del unet
     vae = AutoencoderKL(**VAE).eval()
     vae.to(dtype).save_pretrained(os.path.join(tmp, "vae"), safe_serialization=True)
-    EulerDiscreteScheduler(**SCHEDULER).save_pretrained(os.path.join(tmp, "scheduler"))
+    EulerDiscreteScheduler.from_config(SCHEDULER).save_pretrained(os.path.join(tmp, "scheduler"))
     shutil.copytree(TOKENIZER, os.path.join(tmp, "tokenizer"))
     shutil.copytree(TOKENIZER_2, os.path.join(tmp, "tokenizer_2"))
     import diffusers
