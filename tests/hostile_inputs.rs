@@ -360,6 +360,51 @@ fn impossible_configs_and_flags_are_one_line_before_any_compile() {
         ),
         (
             fixture("tiny-sd1"),
+            vec!["--train-batch-size", "100000"],
+            vec!["--train-batch-size 100000"],
+        ),
+        (
+            fixture("tiny-sd1"),
+            vec!["--gradient-accumulation-steps", "1000000000"],
+            vec!["--gradient-accumulation-steps 1000000000"],
+        ),
+        (
+            fixture("tiny-sd1"),
+            vec!["--num-vectors", "100000"],
+            vec!["--num-vectors 100000"],
+        ),
+        (
+            fixture("tiny-sd1"),
+            vec![
+                "--num-validation-images",
+                "100000",
+                "--validation-prompt",
+                "a <cat-toy>",
+            ],
+            vec!["--num-validation-images 100000"],
+        ),
+        (
+            fixture("tiny-sd1"),
+            vec![
+                "--validation-steps",
+                "0",
+                "--validation-prompt",
+                "a <cat-toy>",
+            ],
+            vec!["--validation-steps"],
+        ),
+        (
+            fixture("tiny-sd1"),
+            vec!["--adam-epsilon", "1e39"],
+            vec!["--adam-epsilon", "f32"],
+        ),
+        (
+            fixture("tiny-sd1"),
+            vec!["--learning-rate", "1e39"],
+            vec!["--learning-rate", "positive"],
+        ),
+        (
+            fixture("tiny-sd1"),
             vec!["--learning-rate=-1"],
             vec!["--learning-rate -1"],
         ),
@@ -399,6 +444,14 @@ fn impossible_configs_and_flags_are_one_line_before_any_compile() {
     }
     let run = generate(&fixture("tiny-sd1"), &out, &["--height", "100000"]);
     one_line_error(&run, &["--height 100000"]);
+    let run = generate(
+        &fixture("tiny-sd1"),
+        &out,
+        &["--num-samples", "1000000000000"],
+    );
+    one_line_error(&run, &["--num-samples 1000000000000"]);
+    let run = generate(&fixture("tiny-sd1"), &out, &["--guidance-scale=-1e40"]);
+    one_line_error(&run, &["--guidance-scale"]);
     // Nothing was compiled for any of them.
     let compiled = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
     assert_eq!(compiled, 0, "a case compiled before failing");

@@ -156,11 +156,16 @@ fn check_flags(args: &GenerateArgs) -> Result<()> {
     if args.num_inference_steps == 0 {
         bail!("--num-inference-steps must be at least 1");
     }
-    if !args.guidance_scale.is_finite() {
-        bail!("--guidance-scale must be a number");
+    if !(args.guidance_scale as f32).is_finite() {
+        bail!("--guidance-scale must be a number that fits in f32 (7.5 is usual)");
     }
-    if args.num_samples == Some(0) {
-        bail!("--num-samples must be at least 1");
+    if let Some(n) = args.num_samples {
+        if n == 0 || n > crate::train::setup::MAX_IMAGES {
+            bail!(
+                "--num-samples {n} must be between 1 and {}",
+                crate::train::setup::MAX_IMAGES
+            );
+        }
     }
     if !args.token.is_empty() && args.learned_embeds.is_empty() {
         bail!("--token names the tokens of --learned-embeds files, and none was given");

@@ -216,14 +216,14 @@ impl AdamWArgs {
             (
                 "--adam-weight-decay",
                 self.adam_weight_decay,
-                self.adam_weight_decay >= 0.0 && self.adam_weight_decay.is_finite(),
-                "a finite number >= 0",
+                self.adam_weight_decay >= 0.0 && (self.adam_weight_decay as f32).is_finite(),
+                "a number >= 0 that fits in f32",
             ),
             (
                 "--adam-epsilon",
                 self.adam_epsilon,
-                self.adam_epsilon >= 0.0 && self.adam_epsilon.is_finite(),
-                "a finite number >= 0",
+                self.adam_epsilon >= 0.0 && (self.adam_epsilon as f32).is_finite(),
+                "a number >= 0 that fits in f32",
             ),
         ] {
             if !ok {

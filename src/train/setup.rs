@@ -157,19 +157,50 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
 
 /// Samples one epoch may hold (its shuffled order is kept in memory).
 const MAX_EPOCH_SAMPLES: usize = 10_000_000;
+/// Samples per device per step, micro-steps per update, vectors per token: far past any real
+/// run, so that a mistyped number is an error instead of hours of work or an allocation abort.
+const MAX_BATCH: usize = 4096;
+const MAX_ACCUMULATION: usize = 10_000;
+const MAX_VECTORS: usize = 1024;
+/// Validation images per validation run (each is a full sampling loop).
+pub const MAX_IMAGES: usize = 4096;
 /// The largest training resolution (SDXL trains at 1024).
 pub const MAX_RESOLUTION: usize = 8192;
 
 /// The numeric flags, checked before anything is read: torch's ranges for the optimizer, a
 /// usable learning rate, sizes that fit in memory.
 fn check_numbers(args: &TrainArgs) -> Result<()> {
-    if !(args.learning_rate.is_finite() && args.learning_rate > 0.0) {
+    // The optimizer runs in f32: a value past f32's range would be an infinite step.
+    if !((args.learning_rate as f32).is_finite() && args.learning_rate > 0.0) {
         bail!(
             "--learning-rate {} must be a positive number (5e-4 to 5e-3 is usual for Textual Inversion)",
             args.learning_rate
         );
     }
     args.adamw.check()?;
+    for (flag, value, max) in [
+        ("--train-batch-size", args.train_batch_size, MAX_BATCH),
+        (
+            "--gradient-accumulation-steps",
+            args.gradient_accumulation_steps,
+            MAX_ACCUMULATION,
+        ),
+        ("--num-vectors", args.num_vectors, MAX_VECTORS),
+        (
+            "--num-validation-images",
+            args.num_validation_images,
+            MAX_IMAGES,
+        ),
+    ] {
+        if value > max {
+            bail!("{flag} {value} is more than ti-xla takes ({max})");
+        }
+    }
+    if args.validation_prompt.is_some()
+        && (args.num_validation_images == 0 || args.validation_steps == 0)
+    {
+        bail!("--num-validation-images and --validation-steps must be at least 1");
+    }
     if let Some(r) = args.resolution {
         if r == 0 || r > MAX_RESOLUTION {
             bail!("--resolution {r} must be between 1 and {MAX_RESOLUTION}");
