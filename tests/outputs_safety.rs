@@ -403,7 +403,11 @@ fn a_killed_overwrite_gives_the_earlier_run_back_and_its_own_files_are_known() {
         assert_eq!(now.get(k), Some(v), "{} is not as it was", k.display());
     }
     // With --overwrite it replaces them and keeps the user's file.
-    ok(&train(&model, &out, &["--overwrite", "--max-train-steps", "2"]));
+    ok(&train(
+        &model,
+        &out,
+        &["--overwrite", "--max-train-steps", "2"],
+    ));
     assert_eq!(log_steps(&out), [0, 1]);
     assert_eq!(std::fs::read(out.join("notes.txt")).unwrap(), b"mine");
     let _ = std::fs::remove_dir_all(dir);
@@ -477,10 +481,10 @@ fn generate_replaces_only_its_own_images_and_locks_its_folder() {
     std::fs::create_dir_all(&mine).unwrap();
     std::fs::write(mine.join("0000.png"), b"my picture").unwrap();
     std::fs::write(mine.join("grid.png"), b"my grid").unwrap();
-    let before = snapshot(&mine);
+    let before = files(&mine);
     let run = generate(&mine, &["--overwrite"]);
     one_line_error(&run, "was not written by ti-xla");
-    assert_eq!(snapshot(&mine), before);
+    assert_eq!(files(&mine), before);
     // A locked folder: refused, naming the holder.
     let locked = dir.join("locked");
     std::fs::create_dir_all(&locked).unwrap();
@@ -500,17 +504,17 @@ fn generate_replaces_only_its_own_images_and_locks_its_folder() {
     // Its own images are replaced with --overwrite.
     let own = dir.join("own");
     let tensors = dir.join("tensors.safetensors");
-    ok(&generate(&own, &["--save-tensors", tensors.to_str().unwrap()]));
+    ok(&generate(
+        &own,
+        &["--save-tensors", tensors.to_str().unwrap()],
+    ));
     let first = std::fs::read(own.join("0000.png")).unwrap();
     ok(&generate(&own, &["--overwrite", "--seed", "7"]));
     assert_ne!(std::fs::read(own.join("0000.png")).unwrap(), first);
     // --save-tensors onto an input file (here --latents): refused, the input unchanged.
     let saved = std::fs::read(&tensors).unwrap();
     let path = tensors.to_str().unwrap();
-    let run = generate(
-        &dir.join("t"),
-        &["--latents", path, "--save-tensors", path],
-    );
+    let run = generate(&dir.join("t"), &["--latents", path, "--save-tensors", path]);
     one_line_error(&run, "--save-tensors");
     assert_eq!(std::fs::read(&tensors).unwrap(), saved);
     let _ = std::fs::remove_dir_all(dir);
@@ -539,7 +543,10 @@ fn hub_copy(from: &Path, cache: &Path, repo: &str) -> (PathBuf, PathBuf) {
     }
     let commit = "0123456789abcdef0123456789abcdef01234567";
     let repo_dir = cache.join(format!("models--{}", repo.replace('/', "--")));
-    let (blobs, snapshot) = (repo_dir.join("blobs"), repo_dir.join("snapshots").join(commit));
+    let (blobs, snapshot) = (
+        repo_dir.join("blobs"),
+        repo_dir.join("snapshots").join(commit),
+    );
     std::fs::create_dir_all(&blobs).unwrap();
     std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
     std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
@@ -559,13 +566,22 @@ fn an_output_folder_in_or_around_a_hub_snapshot_is_refused() {
         (repo_dir.clone(), "holds the model folder"),
     ] {
         let mut cmd = train_cmd(Path::new("me/tiny"), &out, &["--save-as-full-pipeline"]);
-        for key in ["HF_HOME", "HUGGINGFACE_HUB_CACHE", "HF_ENDPOINT", "XDG_CACHE_HOME"] {
+        for key in [
+            "HF_HOME",
+            "HUGGINGFACE_HUB_CACHE",
+            "HF_ENDPOINT",
+            "XDG_CACHE_HOME",
+        ] {
             cmd.env_remove(key);
         }
         cmd.env("HF_HUB_CACHE", &cache).env("HF_HUB_OFFLINE", "1");
         let run = cmd.output().unwrap();
         one_line_error(&run, how);
-        assert_eq!(snapshot_of_blobs(&repo_dir), before, "the cache changed ({how})");
+        assert_eq!(
+            snapshot_of_blobs(&repo_dir),
+            before,
+            "the cache changed ({how})"
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -185,10 +185,20 @@ fn full_pipeline_holds_the_rows_in_both_tables() {
 #[test]
 fn resume_continues_bit_for_bit() {
     let (whole, split) = (fresh_dir("xl-whole"), fresh_dir("xl-split"));
-    ok(&train(&whole, &["--train_batch_size", "1", "--max_train_steps", "4"]));
+    ok(&train(
+        &whole,
+        &["--train_batch_size", "1", "--max_train_steps", "4"],
+    ));
     ok(&train(
         &split,
-        &["--train_batch_size", "1", "--max_train_steps", "2", "--checkpointing_steps", "2"],
+        &[
+            "--train_batch_size",
+            "1",
+            "--max_train_steps",
+            "2",
+            "--checkpointing_steps",
+            "2",
+        ],
     ));
     ok(&train(
         &split,
@@ -220,7 +230,14 @@ fn embeddings_of_the_other_family_are_refused_naming_both_widths() {
             .arg(fixture(model))
             .arg("--learned-embeds")
             .arg(embeds)
-            .args(["--token", "<x>", "--prompt", "a <x>", "--num-inference-steps", "1"])
+            .args([
+                "--token",
+                "<x>",
+                "--prompt",
+                "a <x>",
+                "--num-inference-steps",
+                "1",
+            ])
             .arg("--output-dir")
             .arg(&out)
             .output()
@@ -241,7 +258,11 @@ fn embeddings_of_the_other_family_are_refused_naming_both_widths() {
         let r = run(model, &embeds);
         let stderr = String::from_utf8_lossy(&r.stderr);
         assert_eq!(r.status.code(), Some(1), "{stderr}");
-        assert_eq!(stderr.lines().filter(|l| l.starts_with("error:")).count(), 1, "{stderr}");
+        assert_eq!(
+            stderr.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "{stderr}"
+        );
         for n in needles {
             assert!(stderr.contains(n), "{n:?} not in {stderr}");
         }

@@ -22,8 +22,8 @@ use super::validation::{self, Validation};
 use crate::data::dataset::{epoch_plan, Sample};
 use crate::io::learned_embeds::write_learned_embeds;
 use crate::io::output_dir::{
-    check_outside, has_previous, recover_previous, remove_stale_checkpoint_tmp,
-    written_by_ti_xla, OutputLock, RunManifest, SetAside,
+    check_outside, has_previous, recover_previous, remove_stale_checkpoint_tmp, written_by_ti_xla,
+    OutputLock, RunManifest, SetAside,
 };
 use crate::model::full_pipeline::{save_full_pipeline, LearnedTokens};
 use crate::model::tokenizer::placeholder_token_names;
@@ -71,10 +71,17 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
                 out.display(),
                 dir.display(),
                 out.join(".ti-xla-previous").display(),
-                out.join(".ti-xla-previous").display()
+                out.join(".ti-xla-previous").display(),
             );
         }
         recover_previous(out)?;
+        let backup = out.join(".ti-xla-previous");
+        if has_previous(out) {
+            bail!(
+                "{} holds files of an earlier run that could not be put back (a file of yours is in their place); move what you want to keep out of it and delete it",
+                backup.display()
+            );
+        }
         eprintln!(
             "warning: put back the files of an earlier run in {} that a killed --overwrite run had set aside",
             out.display()
@@ -569,7 +576,12 @@ fn check_pipeline_targets(
     let root = &run.folder.root;
     let mut targets: Vec<PathBuf> = walk_files(root)
         .iter()
-        .map(|entry| entry.strip_prefix(root).expect("under the root").to_path_buf())
+        .map(|entry| {
+            entry
+                .strip_prefix(root)
+                .expect("under the root")
+                .to_path_buf()
+        })
         .chain(["tokenizer", "tokenizer_2", "model_index.json"].map(PathBuf::from))
         .collect();
     for rel in &targets {
