@@ -334,3 +334,260 @@ fn a_resume_keeps_one_log_line_per_step_and_clears_stale_temporaries() {
     assert!(!stale.exists(), "the stale temporary folder is still there");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The checkpoint folder an interrupted run names in `checkpoint written to .../checkpoint-N`.
+fn checkpoint_step(stderr: &str) -> usize {
+    let at = stderr.find("checkpoint-").expect("a checkpoint named") + "checkpoint-".len();
+    stderr[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn log_steps(out: &Path) -> Vec<u64> {
+    std::fs::read_to_string(out.join("train_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// `snapshot` without the lock file (its text names the last holder).
+fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut all = snapshot(dir);
+    all.remove(Path::new(".ti-xla.lock"));
+    all
+}
+
+#[test]
+fn a_killed_overwrite_gives_the_earlier_run_back_and_its_own_files_are_known() {
+    let dir = empty_dir("killed");
+    let out = dir.join("out");
+    let model = fixture("tiny-sd1");
+    ok(&train(&model, &out, &[]));
+    std::fs::write(out.join("notes.txt"), b"mine").unwrap();
+    let earlier: BTreeMap<_, _> = files(&out)
+        .into_iter()
+        .filter(|(k, _)| !k.to_string_lossy().starts_with('.'))
+        .collect();
+    // Its replacement is killed (SIGKILL: no handler runs) before any checkpoint, with its
+    // own log half written over the earlier run's name.
+    let long = ["--overwrite", "--max-train-steps", "1000000"];
+    let (code, stderr) = interrupt(&out, &long, "step 10/", &["-KILL"]);
+    assert_eq!(code, None, "{stderr}");
+    assert!(out.join("train_log.jsonl").exists(), "{stderr}");
+    // The next run puts every file of the earlier run back as it was (the killed run's log
+    // is ti-xla's own, so it gives way), then refuses to mix into it without --overwrite.
+    let run = train(&model, &out, &[]);
+    one_line_error(&run, "--overwrite");
+    let now = files(&out);
+    for (k, v) in &earlier {
+        assert_eq!(now.get(k), Some(v), "{} is not as it was", k.display());
+    }
+    // With --overwrite it replaces them and keeps the user's file.
+    ok(&train(
+        &model,
+        &out,
+        &["--overwrite", "--max-train-steps", "2"],
+    ));
+    assert_eq!(log_steps(&out), [0, 1]);
+    assert_eq!(std::fs::read(out.join("notes.txt")).unwrap(), b"mine");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn an_interrupted_overwrite_resumes_its_own_checkpoint_and_settings_are_checked_first() {
+    let dir = empty_dir("overwrite-resume");
+    let out = dir.join("out");
+    let model = fixture("tiny-sd1");
+    // An earlier run whose checkpoint is later than the one the replacing run will write.
+    let earlier = ["--max-train-steps", "200", "--checkpointing-steps", "200"];
+    ok(&train(&model, &out, &earlier));
+    assert!(out.join("checkpoint-200").is_dir());
+    // Its replacement is interrupted: a checkpoint, exit 130.
+    let long = ["--overwrite", "--max-train-steps", "1000000"];
+    let (code, stderr) = interrupt(&out, &long, "step 10/", &["-INT"]);
+    assert_eq!(code, Some(130), "{stderr}");
+    let step = checkpoint_step(&stderr);
+    assert!((10..200).contains(&step), "{stderr}");
+    let before = files(&out);
+    // A fresh run now would give up one of the two runs: refused, saying how to go on.
+    let run = train(&model, &out, &["--overwrite"]);
+    one_line_error(&run, "--resume-from-checkpoint latest");
+    assert_eq!(files(&out), before);
+    // A resume with other settings is refused before anything compiles, and changes nothing.
+    let resume = ["--resume-from-checkpoint", "latest"];
+    let mut changed = resume.to_vec();
+    changed.extend(["--seed", "7"]);
+    let run = train(&model, &out, &changed);
+    one_line_error(&run, "different settings");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!stderr.contains("compiling"), "{stderr}");
+    assert_eq!(files(&out), before);
+    // The resume continues the interrupted run, not the earlier one it was replacing (whose
+    // checkpoint-200 came back and was taken as the latest before).
+    let total = (step + 2).to_string();
+    let mut args = resume.to_vec();
+    args.extend(["--max-train-steps", total.as_str()]);
+    let run = train(&model, &out, &args);
+    ok(&run);
+    let expected: Vec<u64> = (0..step as u64 + 2).collect();
+    assert_eq!(log_steps(&out), expected);
+    assert!(
+        !out.join("checkpoint-200").exists(),
+        "the replaced run's checkpoint is back"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn generate(out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ti-xla"))
+        .args(["generate", "--pretrained-model-name-or-path"])
+        .arg(fixture("tiny-sd1"))
+        .args(["--prompt", "a photo of a cat", "--num-inference-steps", "2"])
+        .args(["--num-samples", "1"])
+        .arg("--output-dir")
+        .arg(out)
+        .arg("--cache-dir")
+        .arg(compile_cache())
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn generate_replaces_only_its_own_images_and_locks_its_folder() {
+    let dir = empty_dir("generate");
+    // The user's own images of the names generate writes: kept even with --overwrite.
+    let mine = dir.join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("0000.png"), b"my picture").unwrap();
+    std::fs::write(mine.join("grid.png"), b"my grid").unwrap();
+    let before = files(&mine);
+    let run = generate(&mine, &["--overwrite"]);
+    one_line_error(&run, "was not written by ti-xla");
+    assert_eq!(files(&mine), before);
+    // A locked folder: refused, naming the holder.
+    let locked = dir.join("locked");
+    std::fs::create_dir_all(&locked).unwrap();
+    let mut held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(locked.join(".ti-xla.lock"))
+        .unwrap();
+    held.try_lock().unwrap();
+    held.write_all(b"pid 4343 on otherhost").unwrap();
+    let run = generate(&locked, &[]);
+    one_line_error(&run, "another ti-xla run is writing to");
+    assert!(String::from_utf8_lossy(&run.stderr).contains("pid 4343 on otherhost"));
+    assert!(!locked.join("0000.png").exists());
+    drop(held);
+    // Its own images are replaced with --overwrite.
+    let own = dir.join("own");
+    let tensors = dir.join("tensors.safetensors");
+    ok(&generate(
+        &own,
+        &["--save-tensors", tensors.to_str().unwrap()],
+    ));
+    let first = std::fs::read(own.join("0000.png")).unwrap();
+    ok(&generate(&own, &["--overwrite", "--seed", "7"]));
+    assert_ne!(std::fs::read(own.join("0000.png")).unwrap(), first);
+    // --save-tensors onto an input file (here --latents): refused, the input unchanged.
+    let saved = std::fs::read(&tensors).unwrap();
+    let path = tensors.to_str().unwrap();
+    let run = generate(&dir.join("t"), &["--latents", path, "--save-tensors", path]);
+    one_line_error(&run, "--save-tensors");
+    assert_eq!(std::fs::read(&tensors).unwrap(), saved);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `from` copied into a Hugging Face cache laid out as `huggingface_hub` writes it: files in
+/// `blobs/`, linked from `snapshots/<commit>/`; returns the repo folder and the snapshot.
+fn hub_copy(from: &Path, cache: &Path, repo: &str) -> (PathBuf, PathBuf) {
+    fn link(root: &Path, dir: &Path, blobs: &Path, snapshot: &Path, n: &mut usize) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = e.path();
+            if e.file_name() == "reference" {
+                continue;
+            }
+            if path.is_dir() {
+                link(root, &path, blobs, snapshot, n);
+                continue;
+            }
+            *n += 1;
+            let blob = blobs.join(format!("blob{n:04}"));
+            std::fs::copy(&path, &blob).unwrap();
+            let target = snapshot.join(path.strip_prefix(root).unwrap());
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(&blob, &target).unwrap();
+        }
+    }
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo_dir = cache.join(format!("models--{}", repo.replace('/', "--")));
+    let (blobs, snapshot) = (
+        repo_dir.join("blobs"),
+        repo_dir.join("snapshots").join(commit),
+    );
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+    std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
+    link(from, from, &blobs, &snapshot, &mut 0);
+    (repo_dir, snapshot)
+}
+
+#[test]
+fn an_output_folder_in_or_around_a_hub_snapshot_is_refused() {
+    let dir = empty_dir("hub-overlap");
+    let cache = dir.join("hub");
+    let (repo_dir, snapshot) = hub_copy(&fixture("tiny-sd1"), &cache, "me/tiny");
+    let before = snapshot_of_blobs(&repo_dir);
+    for (out, how) in [
+        (snapshot.clone(), "is the model folder"),
+        (snapshot.join("unet"), "lies inside the model folder"),
+        (repo_dir.clone(), "holds the model folder"),
+    ] {
+        let mut cmd = train_cmd(Path::new("me/tiny"), &out, &["--save-as-full-pipeline"]);
+        for key in [
+            "HF_HOME",
+            "HUGGINGFACE_HUB_CACHE",
+            "HF_ENDPOINT",
+            "XDG_CACHE_HOME",
+        ] {
+            cmd.env_remove(key);
+        }
+        cmd.env("HF_HUB_CACHE", &cache).env("HF_HUB_OFFLINE", "1");
+        let run = cmd.output().unwrap();
+        one_line_error(&run, how);
+        assert_eq!(
+            snapshot_of_blobs(&repo_dir),
+            before,
+            "the cache changed ({how})"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Every blob of a cached repo with its bytes, and the snapshot's links.
+fn snapshot_of_blobs(repo_dir: &Path) -> (BTreeMap<PathBuf, Vec<u8>>, Vec<PathBuf>) {
+    let mut links = Vec::new();
+    let mut stack = vec![repo_dir.join("snapshots")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                links.push(p);
+            }
+        }
+    }
+    links.sort();
+    (snapshot(&repo_dir.join("blobs")), links)
+}

@@ -26,7 +26,9 @@ use crate::model::tokenizers::Tokenizers;
 use crate::rng::Key;
 use crate::runtime::device::MixedPrecision;
 use crate::runtime::device::{open_client, resolve_devices};
-use crate::sampling::images::{check_outputs, to_rgb8, write_images, ImageSettings};
+use crate::sampling::images::{
+    check_outputs, grid_path, sample_path, to_rgb8, write_images, ImageSettings,
+};
 use crate::sampling::pipeline::{
     NoiseFeed, Pipeline, PipelineConfig, SampleRequest, SampleTimes, Samples,
 };
@@ -67,8 +69,17 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
     let available = resolve_devices(&client, args.num_devices, args.device.device)?;
     let samples = sample_count(given.as_ref(), args.num_samples, available)?;
     crate::io::output_dir::check_outside(&args.output_dir, &folder.root, "--output-dir")?;
+    if let Some(path) = &args.save_tensors {
+        check_save_tensors(path, args, &folder)?;
+    }
     let _lock = crate::io::output_dir::OutputLock::acquire(&args.output_dir)?;
     check_outputs(&args.output_dir, samples, args.overwrite)?;
+    // --overwrite replaces only images ti-xla wrote there.
+    let targets: Vec<PathBuf> = (0..samples)
+        .map(|i| sample_path(Path::new(""), i))
+        .chain([grid_path(Path::new(""))])
+        .collect();
+    crate::io::output_dir::check_replaceable(&args.output_dir, &targets)?;
     // Fewer samples than devices: idle devices would only compute padding.
     let devices = available.min(samples);
     let batch = samples.div_ceil(devices);
@@ -121,6 +132,7 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
         height,
     };
     let written = write_outputs(args, &folder, &settings, samples, &out)?;
+    crate::io::output_dir::record(&args.output_dir, &targets)?;
     print_timing(
         startup,
         sampling,
@@ -133,6 +145,23 @@ pub fn generate(args: &GenerateArgs) -> Result<GenerateOutcome> {
         images: written,
         devices,
     })
+}
+
+/// `--save-tensors` replaces its file: never one of the inputs (a model file, an embedding,
+/// `--latents`).
+fn check_save_tensors(path: &Path, args: &GenerateArgs, folder: &ModelFolder) -> Result<()> {
+    crate::io::output_dir::check_outside(path, &folder.root, "--save-tensors")?;
+    let inputs = args.learned_embeds.iter().chain(args.latents.as_ref());
+    for input in inputs {
+        if crate::io::output_dir::same_file(path, input) {
+            bail!(
+                "--save-tensors {} is the input file {}; choose another path for the tensors",
+                path.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `--num-samples`, the number `--latents` holds, or one per device.

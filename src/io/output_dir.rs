@@ -176,25 +176,61 @@ fn walk(dir: &Path) -> BTreeSet<PathBuf> {
     out
 }
 
+/// The paths the folder's manifest lists (no manifest: nothing there is ti-xla's).
+fn listed(dir: &Path) -> Result<BTreeSet<PathBuf>> {
+    let path = dir.join(MANIFEST);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(serde_json::from_str::<Vec<PathBuf>>(&text)
+            .with_context(|| {
+                format!(
+                    "{} is damaged; delete it (ti-xla then treats every file there as yours)",
+                    path.display()
+                )
+            })?
+            .into_iter()
+            .collect()),
+        Err(_) => Ok(BTreeSet::new()),
+    }
+}
+
+fn write_listed<'p>(dir: &Path, paths: impl IntoIterator<Item = &'p PathBuf>) -> Result<()> {
+    let sorted: BTreeSet<&PathBuf> = paths.into_iter().collect();
+    write_atomic(
+        &dir.join(MANIFEST),
+        serde_json::to_string_pretty(&sorted)?.as_bytes(),
+    )
+}
+
+/// Fails when one of `rels` (relative to `dir`) exists and the manifest does not list it: for
+/// a command that writes known names (`generate`), so `--overwrite` replaces only ti-xla's
+/// files. Does not walk the folder (it may be a large one, such as `.`).
+pub fn check_replaceable(dir: &Path, rels: &[PathBuf]) -> Result<()> {
+    let owned = listed(dir)?;
+    for rel in rels {
+        let path = dir.join(rel);
+        if path.exists() && !owned.contains(rel) {
+            bail!(
+                "{} exists and was not written by ti-xla (it is not in {MANIFEST}); move it away or choose another --output-dir",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Adds `rels` (relative to `dir`, just written) to the folder's manifest.
+pub fn record(dir: &Path, rels: &[PathBuf]) -> Result<()> {
+    let mut owned = listed(dir)?;
+    owned.extend(rels.iter().cloned());
+    write_listed(dir, owned.iter().filter(|p| dir.join(p).exists()))
+}
+
 impl RunManifest {
     /// Reads the folder's manifest (none: nothing there is ti-xla's) and takes its inventory.
     pub fn begin(dir: &Path) -> Result<RunManifest> {
-        let path = dir.join(MANIFEST);
-        let owned = match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str::<Vec<PathBuf>>(&text)
-                .with_context(|| {
-                    format!(
-                        "{} is damaged; delete it (ti-xla then treats every file there as yours)",
-                        path.display()
-                    )
-                })?
-                .into_iter()
-                .collect(),
-            Err(_) => BTreeSet::new(),
-        };
         Ok(RunManifest {
             dir: dir.to_path_buf(),
-            owned,
+            owned: listed(dir)?,
             inventory: walk(dir),
         })
     }
@@ -207,18 +243,22 @@ impl RunManifest {
 
     /// Records what this run wrote so far: the listed paths that still exist and every new one.
     pub fn save(&self) -> Result<()> {
+        self.claim(&[])
+    }
+
+    /// As `save`, and lists `rels` too before this run writes them, so that a run killed
+    /// mid-write (SIGKILL, a second Ctrl-C) leaves files the next run knows as ti-xla's. A
+    /// name that is the user's is not claimed.
+    pub fn claim(&self, rels: &[PathBuf]) -> Result<()> {
         let now = walk(&self.dir);
         // Files set aside for a run that was interrupted are still ti-xla's.
         let aside = walk(&self.dir.join(PREVIOUS));
-        let owned: BTreeSet<&PathBuf> = now
+        let owned = now
             .iter()
+            .chain(rels.iter())
             .filter(|p| self.owns(p))
-            .chain(aside.iter().filter(|p| self.owned.contains(*p)))
-            .collect();
-        write_atomic(
-            &self.dir.join(MANIFEST),
-            serde_json::to_string_pretty(&owned)?.as_bytes(),
-        )
+            .chain(aside.iter().filter(|p| self.owned.contains(*p)));
+        write_listed(&self.dir, owned)
     }
 
     /// Fails when `rel` exists and is not ti-xla's: a run never writes over a user's file.
@@ -288,7 +328,17 @@ impl SetAside {
         Ok(())
     }
 
-    /// The new run failed: the previous files come back (over any the new run wrote there).
+    /// A resumed run continues the one that set the earlier run's files aside: they stay aside
+    /// until it succeeds (`discard`), and a failure leaves them there (`restore` moves nothing).
+    pub fn pending(dir: &Path) -> SetAside {
+        SetAside {
+            dir: dir.to_path_buf(),
+            moved: Vec::new(),
+        }
+    }
+
+    /// The new run failed: the previous files it moved come back (over any the new run wrote
+    /// there); what an earlier, interrupted run set aside stays aside.
     pub fn restore(self) -> Result<()> {
         let backup = self.dir.join(PREVIOUS);
         for rel in &self.moved {
@@ -299,22 +349,44 @@ impl SetAside {
             std::fs::rename(&from, &to)
                 .with_context(|| format!("cannot restore {}", to.display()))?;
         }
-        let _ = std::fs::remove_dir_all(&backup);
+        // The emptied folders go, deepest first; a folder still holding files stays.
+        let mut dirs: Vec<PathBuf> = walk(&backup).into_iter().collect();
+        dirs.reverse();
+        for rel in dirs {
+            let _ = std::fs::remove_dir(backup.join(rel));
+        }
+        let _ = std::fs::remove_dir(&backup);
         Ok(())
     }
 }
 
-/// Puts back the files of a run that was interrupted while replacing an earlier one (killed
-/// before it finished), so that they are not lost; returns whether there were any.
+/// Whether an earlier run's files are set aside in the folder (an `--overwrite` run that did
+/// not finish was replacing them).
+pub fn has_previous(dir: &Path) -> bool {
+    dir.join(PREVIOUS).is_dir()
+}
+
+/// The paths the folder's manifest lists as ti-xla's.
+pub fn written_by_ti_xla(dir: &Path) -> Result<BTreeSet<PathBuf>> {
+    listed(dir)
+}
+
+/// Puts back the files an `--overwrite` run set aside and did not replace (it was killed
+/// before it finished), over the partial files of the killed run (ti-xla's own); returns
+/// whether there were any. A file of the user's that took one's place meanwhile stays, and so
+/// does the set-aside copy.
 pub fn recover_previous(dir: &Path) -> Result<bool> {
     let backup = dir.join(PREVIOUS);
     if !backup.is_dir() {
         return Ok(false);
     }
+    let owned = listed(dir)?;
     let files = walk(&backup);
+    let mut kept = false;
     for rel in files.iter().filter(|p| backup.join(p).is_file()) {
         let to = dir.join(rel);
-        if to.exists() {
+        if to.is_dir() || (to.exists() && !owned.contains(rel)) {
+            kept = true;
             continue;
         }
         if let Some(parent) = to.parent() {
@@ -323,7 +395,9 @@ pub fn recover_previous(dir: &Path) -> Result<bool> {
         std::fs::rename(backup.join(rel), &to)
             .with_context(|| format!("cannot restore {}", to.display()))?;
     }
-    let _ = std::fs::remove_dir_all(&backup);
+    if !kept {
+        let _ = std::fs::remove_dir_all(&backup);
+    }
     Ok(true)
 }
 

@@ -22,7 +22,8 @@ use super::validation::{self, Validation};
 use crate::data::dataset::{epoch_plan, Sample};
 use crate::io::learned_embeds::write_learned_embeds;
 use crate::io::output_dir::{
-    check_outside, recover_previous, remove_stale_checkpoint_tmp, OutputLock, RunManifest,
+    check_outside, has_previous, recover_previous, remove_stale_checkpoint_tmp, written_by_ti_xla,
+    OutputLock, RunManifest, SetAside,
 };
 use crate::model::full_pipeline::{save_full_pipeline, LearnedTokens};
 use crate::model::tokenizer::placeholder_token_names;
@@ -53,7 +54,34 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
     let devices = resolve_devices(&client, args.num_devices, args.device.device)?;
     let run = plan(args, devices)?;
     let _lock = OutputLock::acquire(out)?;
-    if recover_previous(out)? {
+    // A resume continues the run that set an earlier run's files aside (an interrupted
+    // --overwrite run): they stay aside until it succeeds. A fresh run puts back what a killed
+    // one left aside.
+    let resuming = args.resume_from_checkpoint.is_some();
+    if !resuming && has_previous(out) {
+        // A replacing run that left a checkpoint can still be resumed: neither run's files
+        // are given up without the user's say.
+        let ours = written_by_ti_xla(out)?;
+        let resumable = checkpoint::list_checkpoints(out)
+            .into_iter()
+            .find(|(_, d)| d.strip_prefix(out).is_ok_and(|rel| ours.contains(rel)));
+        if let Some((_, dir)) = resumable {
+            bail!(
+                "{} holds an interrupted --overwrite run ({}) and, in {}, the earlier run it is replacing; continue it with --resume-from-checkpoint latest, or delete {} to give up the earlier run",
+                out.display(),
+                dir.display(),
+                out.join(".ti-xla-previous").display(),
+                out.join(".ti-xla-previous").display(),
+            );
+        }
+        recover_previous(out)?;
+        let backup = out.join(".ti-xla-previous");
+        if has_previous(out) {
+            bail!(
+                "{} holds files of an earlier run that could not be put back (a file of yours is in their place); move what you want to keep out of it and delete it",
+                backup.display()
+            );
+        }
         eprintln!(
             "warning: put back the files of an earlier run in {} that a killed --overwrite run had set aside",
             out.display()
@@ -68,8 +96,15 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         ),
         None => (None, earlier_run(out, &manifest, args.overwrite)?),
     };
+    let fixed = [
+        "train_log.jsonl",
+        "learned_embeds.safetensors",
+        "loss.png",
+        "validation",
+    ];
+    let mut planned: Vec<PathBuf> = fixed.map(PathBuf::from).to_vec();
     if args.save_as_full_pipeline {
-        check_pipeline_targets(args, &run, &manifest)?;
+        planned.extend(check_pipeline_targets(args, &run, &manifest)?);
     }
     let (state, rows) = starting_point(args, &run, devices, resume)?;
     if args.resume_from_checkpoint.is_some() {
@@ -89,7 +124,14 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
     // From the first step on, an interrupt writes a checkpoint; the earlier run's files wait
     // aside until this one has replaced them.
     signals::training_started();
-    let previous = manifest.set_aside(&earlier)?;
+    let previous = if resuming {
+        SetAside::pending(out)
+    } else {
+        manifest.set_aside(&earlier)?
+    };
+    // Listed before they are written: a run killed from here on (SIGKILL, a second Ctrl-C)
+    // leaves files the next run knows as ti-xla's.
+    manifest.claim(&planned)?;
     let result = trainer
         .run(state, rows)
         .and_then(|(steps, last_loss, rows)| {
@@ -316,6 +358,7 @@ impl<'a> Trainer<'a> {
             if save_due {
                 let name = format!("learned_embeds-steps-{}.safetensors", state.step);
                 self.manifest.check_writable(Path::new(&name))?;
+                self.manifest.claim(&[PathBuf::from(&name)])?;
                 let path = out.join(name);
                 let values = rows[0].rows.to_vec::<f32>()?;
                 let widths = run.folder.row_widths();
@@ -325,6 +368,7 @@ impl<'a> Trainer<'a> {
                 let limit = args.checkpoints_total_limit;
                 let name = checkpoint::checkpoint_dir(Path::new(""), state.step);
                 self.manifest.check_writable(&name)?;
+                self.manifest.claim(std::slice::from_ref(&name))?;
                 let owned = |rel: &Path| self.manifest.owns(rel);
                 let row_state = read_rows(&rows[0], run.hidden)?;
                 let dir = checkpoint::save(out, &state, &row_state, limit, &owned)?;
@@ -337,6 +381,7 @@ impl<'a> Trainer<'a> {
             if let Some(v) = self.validation.as_ref().filter(|v| v.due(state.step)) {
                 let values = rows[0].rows.to_vec::<f32>()?;
                 let dir = v.run(self.client, state.step, &values, out)?;
+                self.manifest.save()?;
                 progress.println(&format!("validation images: {}", dir.display()));
             }
         }
@@ -519,19 +564,36 @@ fn earlier_run(out: &Path, manifest: &RunManifest, overwrite: bool) -> Result<Ve
 }
 
 /// `--save-as-full-pipeline` writes the model's files into the output folder: none of them may
-/// be a file of the user's.
-fn check_pipeline_targets(args: &TrainArgs, run: &RunPlan, manifest: &RunManifest) -> Result<()> {
+/// be a file of the user's. Returns what it will write there (files and their folders).
+fn check_pipeline_targets(
+    args: &TrainArgs,
+    run: &RunPlan,
+    manifest: &RunManifest,
+) -> Result<Vec<PathBuf>> {
     if let Some(t) = &args.tokenizer_name {
         check_outside(&args.output_dir, t, "--output-dir")?;
     }
     let root = &run.folder.root;
-    for entry in walk_files(root) {
-        manifest.check_writable(entry.strip_prefix(root).expect("under the root"))?;
+    let mut targets: Vec<PathBuf> = walk_files(root)
+        .iter()
+        .map(|entry| {
+            entry
+                .strip_prefix(root)
+                .expect("under the root")
+                .to_path_buf()
+        })
+        .chain(["tokenizer", "tokenizer_2", "model_index.json"].map(PathBuf::from))
+        .collect();
+    for rel in &targets {
+        manifest.check_writable(rel)?;
     }
-    for name in ["tokenizer", "tokenizer_2", "model_index.json"] {
-        manifest.check_writable(Path::new(name))?;
-    }
-    Ok(())
+    let folders: Vec<PathBuf> = targets
+        .iter()
+        .flat_map(|rel| rel.ancestors().skip(1).map(Path::to_path_buf))
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect();
+    targets.extend(folders);
+    Ok(targets)
 }
 
 /// Every non-hidden file under `dir`.
