@@ -5,6 +5,10 @@ encoder (CLIP ViT-L/14 text tower), UNet2DConditionModel, AutoencoderKL and the 
 and the real CLIP BPE tokenizer copied from tests/fixtures/tiny-sd1/tokenizer/.
 
     /tmp/fxenv/bin/python scripts/make_sd15_random.py OUT_DIR [--dtype float32|float16] [--seed 0]
+    python3 scripts/make_sd15_random.py OUT_DIR --configs-only   # no weights, no torch needed
+
+`--configs-only` writes the same folder without weight files (a few KB): enough for
+`ti-xla train --compile-only` and scripts/tpu_compile_side_by_side.py, which need shapes only.
 
 Weights come from the libraries' own initialisers (seeded), so activations keep realistic
 scales; they mean nothing. About 4.3 GB in float32 (2.1 GB in float16): write OUT_DIR outside
@@ -18,10 +22,6 @@ import os
 import shutil
 import time
 
-import torch
-from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-from safetensors.torch import load_file, save_file
-from transformers import CLIPTextConfig, CLIPTextModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKENIZER = os.path.join(ROOT, "tests", "fixtures", "tiny-sd1", "tokenizer")
@@ -67,6 +67,24 @@ MODEL_INDEX = {
 }
 
 
+def write_configs_only(tmp):
+    """The folder's configs and tokenizer as diffusers/transformers write them, no weights."""
+
+    def dump(obj, *path):
+        os.makedirs(os.path.join(tmp, *path[:-1]), exist_ok=True)
+        with open(os.path.join(tmp, *path), "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+
+    dump({"architectures": ["CLIPTextModel"], "model_type": "clip_text_model",
+          "torch_dtype": "float32", **TEXT_ENCODER}, "text_encoder", "config.json")
+    dump({"_class_name": "UNet2DConditionModel", **UNET}, "unet", "config.json")
+    dump({"_class_name": "AutoencoderKL", "scaling_factor": 0.18215, **VAE}, "vae", "config.json")
+    dump({"_class_name": "PNDMScheduler", "prediction_type": "epsilon", **SCHEDULER},
+         "scheduler", "scheduler_config.json")
+    shutil.copytree(TOKENIZER, os.path.join(tmp, "tokenizer"))
+    dump(MODEL_INDEX, "model_index.json")
+
+
 def count(model):
     return sum(p.numel() for p in model.parameters())
 
@@ -76,16 +94,29 @@ def main():
     ap.add_argument("out_dir")
     ap.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--configs-only", action="store_true", help="configs and tokenizer, no weights")
     args = ap.parse_args()
     out = os.path.abspath(args.out_dir)
     if out == ROOT or out.startswith(ROOT + os.sep):
         raise SystemExit(f"error: {out} is inside the repository; write the model elsewhere")
-    dtype = getattr(torch, args.dtype)
-    torch.manual_seed(args.seed)
     tmp = out + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     t0 = time.perf_counter()
+    if args.configs_only:
+        write_configs_only(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        os.rename(tmp, out)
+        print(f"wrote {out} (configs only)")
+        return
+
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from safetensors.torch import load_file, save_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    dtype = getattr(torch, args.dtype)
+    torch.manual_seed(args.seed)
 
     text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_ENCODER)).eval()
     unet = UNet2DConditionModel(**UNET).eval()

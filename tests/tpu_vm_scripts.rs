@@ -780,3 +780,42 @@ fn shellcheck_is_clean() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn create_check_compiles_for_the_type_s_topology_before_creating() {
+    let cwd = Path::new(ROOT);
+    let bin = format!(
+        "{}/../../target/release/ti-xla",
+        script("create.sh").parent().unwrap().display()
+    );
+    for (ty, topology, version) in [
+        ("v4-8", "v4:2x2x1", "tpu-ubuntu2204-base"),
+        ("v5litepod-8", "v5e:2x4", "v2-alpha-tpuv5-lite"),
+        ("v5p-8", "v5p:2x2x1", "v2-alpha-tpuv5"),
+        ("v6e-8", "v6e:2x4", "v2-alpha-tpuv6e"),
+    ] {
+        let flag = format!("--accelerator-type={ty}");
+        assert_dry_run(
+            "create.sh",
+            &[&flag, "--check", "--", "--model", "m", "--placeholder-token", "<t>"],
+            cwd,
+            &[],
+            &[
+                &format!("{bin} train --device tpu --compile-only --topology {topology} --model m --placeholder-token '<t>'"),
+                &format!("gcloud compute tpus tpu-vm create ti-xla --zone=us-central2-b --accelerator-type={ty} --version={version}"),
+            ],
+        );
+    }
+    let out = run_script(
+        "create.sh",
+        &["--dry-run", "--check"],
+        &empty_path(),
+        cwd,
+        &[],
+    );
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.stderr,
+        "create.sh: error: --check needs the ti-xla train flags after -- (see create.sh --help)\n"
+    );
+}

@@ -12,12 +12,18 @@ Flags:
   --version VERSION        TPU VM software version (default for the type: tpu-ubuntu2204-base
                            for v2-v4, v2-alpha-tpuv5-lite for v5litepod, v2-alpha-tpuv5 for v5p,
                            v2-alpha-tpuv6e for v6e; list: gcloud compute tpus tpu-vm versions list)
-  --spot                   a Spot VM: much cheaper, but Google may stop it at any time"
+  --spot                   a Spot VM: much cheaper, but Google may stop it at any time
+  --check -- FLAGS         first compile the training run of \`ti-xla train FLAGS\` for this
+                           type's topology here (target/release/ti-xla --compile-only, needs
+                           scripts/install-plugin.sh tpu, no TPU) and create nothing if it
+                           does not fit"
 VALUE_FLAGS="accelerator-type version"
-SWITCH_FLAGS="spot"
+SWITCH_FLAGS="spot check"
+PASSTHROUGH_OK=1
 opt_accelerator_type=v4-8
 opt_version=
 opt_spot=0
+opt_check=0
 here=.
 [[ ${BASH_SOURCE[0]} == */* ]] && here=${BASH_SOURCE[0]%/*}
 # shellcheck source-path=SCRIPTDIR source=common.sh
@@ -40,6 +46,28 @@ if [[ -z $opt_version ]]; then
         v6e) opt_version=v2-alpha-tpuv6e ;;
         *) usage_error "no default --version for $type; pass one (gcloud compute tpus tpu-vm versions list --zone=$opt_zone)" ;;
     esac
+fi
+
+if [[ $opt_check == 1 ]]; then
+    [[ $HAVE_PASSTHROUGH == 1 ]] || usage_error "--check needs the ti-xla train flags after --"
+    # One host's topology of each type, as libtpu names it.
+    case $type in
+        v4-8) topology=v4:2x2x1 ;;
+        v5litepod-1) topology=v5e:1x1 ;;
+        v5litepod-4) topology=v5e:2x2 ;;
+        v5litepod-8) topology=v5e:2x4 ;;
+        v5p-8) topology=v5p:2x2x1 ;;
+        v6e-1) topology=v6e:1x1 ;;
+        v6e-4) topology=v6e:2x2 ;;
+        v6e-8) topology=v6e:2x4 ;;
+        *) usage_error "--check knows no topology for $type (it knows v4-8, v5litepod-1/4/8, v5p-8, v6e-1/4/8)" ;;
+    esac
+    bin="$here/../../target/release/ti-xla"
+    [[ $DRY_RUN == 1 || -x $bin ]] || die "--check needs a local release build: cargo build --release"
+    run "$bin" train --device tpu --compile-only --topology "$topology" "${PASSTHROUGH[@]}" ||
+        die "the training run does not compile or fit on $type (see above); nothing was created"
+elif [[ $HAVE_PASSTHROUGH == 1 ]]; then
+    usage_error "ti-xla flags after -- go with --check"
 fi
 
 require_gcloud

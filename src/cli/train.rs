@@ -6,6 +6,9 @@ pub use crate::train::args::TrainArgs;
 use crate::train::trainer::train;
 
 pub fn run(args: &TrainArgs) -> Result<()> {
+    if args.compile_only.compile_only {
+        return crate::train::compile_only::run(args);
+    }
     let outcome = train(args)?;
     let loss = outcome
         .last_loss

@@ -8,6 +8,7 @@ use xla_graphs::schedulers::SchedulerKind;
 use crate::model::folder::ModelArgs;
 use crate::runtime::device::DeviceArgs;
 use crate::runtime::device::MixedPrecision;
+use crate::runtime::topology::CompileOnlyArgs;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct GenerateArgs {
@@ -91,4 +92,6 @@ pub struct GenerateArgs {
     pub save_tensors: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub compile_only: CompileOnlyArgs,
 }

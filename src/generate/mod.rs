@@ -5,6 +5,7 @@
 //! images on any number of devices.
 
 pub mod args;
+pub mod compile_only;
 pub mod progress;
 
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use xla_graphs::programs::interface::{Arg, Args, Output};
+use xla_graphs::programs::interface::{Arg, Args, Output, Program};
 use xla_graphs::programs::sampling::{
     build_denoise_step, build_text_encode, build_vae_decode, DenoiseInputs, DenoiseOutputs,
     DenoiseStepConfig, StepNoise, TextEncodeConfig, TextEncodeInputs, TextEncodeOutputs,
@@ -98,6 +98,53 @@ const fn name(what: &'static str) -> ProgramName {
     }
 }
 
+pub const TEXT: ProgramName = name("text encoder");
+pub const STEP: ProgramName = name("denoising step");
+pub const DECODE: ProgramName = name("VAE decoder");
+
+/// The three programs of a pipeline, traced (nothing compiled or uploaded).
+pub struct PipelinePrograms {
+    pub text: Program<TextEncodeInputs<Arg>, TextEncodeOutputs<Output>>,
+    pub step: Program<DenoiseInputs<Arg>, DenoiseOutputs<Output>>,
+    pub decode: Program<VaeDecodeInputs<Arg>, VaeDecodeOutputs<Output>>,
+}
+
+/// Traces the text encoder, the denoising step and the VAE decoder for `config`;
+/// `scheduler` has its timesteps set.
+pub fn programs(
+    folder: &ModelFolder,
+    scheduler: &dyn Scheduler,
+    c: &PipelineConfig,
+) -> Result<PipelinePrograms> {
+    let f = folder.vae.downscale_factor();
+    let latent_size = [c.height / f, c.width / f];
+    let dtype = c.compute_dtype;
+    let text = build_text_encode(&TextEncodeConfig {
+        text_encoder: folder.text_encoder.clone(),
+        text_encoder_2: folder.text_encoder_2.clone(),
+        dtype,
+        seq_len: c.seq_len,
+        num_rows: c.num_rows,
+        zero_negative: c.zero_negative,
+    })
+    .context("cannot trace the text encoder")?;
+    let step = build_denoise_step(&DenoiseStepConfig {
+        unet: folder.unet.clone(),
+        compute_dtype: dtype,
+        batch: c.batch,
+        latent_size,
+        seq_len: c.seq_len,
+        context_dim: folder.row_width(),
+        text_time: folder.text_time()?,
+        scheduler,
+        noise: c.noise,
+    })
+    .context("cannot trace the denoising step")?;
+    let decode = build_vae_decode(&folder.vae, folder.vae_dtype(dtype), c.batch, latent_size)
+        .context("cannot trace the VAE decoder")?;
+    Ok(PipelinePrograms { text, step, decode })
+}
+
 pub struct Pipeline {
     text: TextProgram,
     step: StepProgram,
@@ -121,36 +168,12 @@ impl Pipeline {
         let c = &config;
         let f = folder.vae.downscale_factor();
         let latent_size = [c.height / f, c.width / f];
-        let dtype = c.compute_dtype;
 
-        let program = build_text_encode(&TextEncodeConfig {
-            text_encoder: folder.text_encoder.clone(),
-            text_encoder_2: folder.text_encoder_2.clone(),
-            dtype,
-            seq_len: c.seq_len,
-            num_rows: c.num_rows,
-            zero_negative: c.zero_negative,
-        })
-        .context("cannot trace the text encoder")?;
-        let text = CompiledProgram::new(client, folder, program, c.devices, name("text encoder"))?;
+        let programs = programs(folder, scheduler.as_ref(), c)?;
+        let text = CompiledProgram::new(client, folder, programs.text, c.devices, TEXT)?;
+        let step = CompiledProgram::new(client, folder, programs.step, c.devices, STEP)?;
+        let decode = CompiledProgram::new(client, folder, programs.decode, c.devices, DECODE)?;
         let text_time = folder.text_time()?;
-        let program = build_denoise_step(&DenoiseStepConfig {
-            unet: folder.unet.clone(),
-            compute_dtype: dtype,
-            batch: c.batch,
-            latent_size,
-            seq_len: c.seq_len,
-            context_dim: folder.row_width(),
-            text_time,
-            scheduler: scheduler.as_ref(),
-            noise: c.noise,
-        })
-        .context("cannot trace the denoising step")?;
-        let step =
-            CompiledProgram::new(client, folder, program, c.devices, name("denoising step"))?;
-        let program = build_vae_decode(&folder.vae, folder.vae_dtype(dtype), c.batch, latent_size)
-            .context("cannot trace the VAE decoder")?;
-        let decode = CompiledProgram::new(client, folder, program, c.devices, name("VAE decoder"))?;
         let latent_dims = [
             c.batch as i64,
             folder.unet.in_channels as i64,

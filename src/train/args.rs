@@ -10,6 +10,7 @@ use crate::data::templates::LearnableProperty;
 use crate::model::folder::ModelArgs;
 use crate::runtime::device::DeviceArgs;
 use crate::runtime::device::MixedPrecision;
+use crate::runtime::topology::CompileOnlyArgs;
 use crate::train::lr_schedule::LrSchedulerKind;
 
 #[derive(Clone, Debug, clap::Args, serde::Serialize)]
@@ -174,6 +175,9 @@ pub struct TrainArgs {
     #[command(flatten)]
     #[serde(skip)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub compile_only: CompileOnlyArgs,
 }
 
 /// torch.optim.AdamW's hyper-parameters, with the reference trainers' defaults.

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod checkpoint;
+pub mod compile_only;
 pub mod loss_plot;
 pub mod lr_schedule;
 pub mod progress;

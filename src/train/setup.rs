@@ -37,20 +37,7 @@ pub struct RunPlan {
 }
 
 pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
-    for (flag, value) in [
-        ("--num-vectors", args.num_vectors),
-        ("--repeats", args.repeats),
-        ("--train-batch-size", args.train_batch_size),
-        (
-            "--gradient-accumulation-steps",
-            args.gradient_accumulation_steps,
-        ),
-    ] {
-        if value == 0 {
-            bail!("{flag} must be at least 1");
-        }
-    }
-    check_numbers(args)?;
+    check_flags(args)?;
     let folder = args.model.open()?;
     crate::io::output_dir::check_outside(&args.output_dir, &folder.root, "--output-dir")?;
     folder.text_time()?;
@@ -166,6 +153,24 @@ const MAX_VECTORS: usize = 1024;
 pub const MAX_IMAGES: usize = 4096;
 /// The largest training resolution (SDXL trains at 1024).
 pub const MAX_RESOLUTION: usize = 8192;
+
+/// Every numeric flag, checked before anything is read (also by `--compile-only`).
+pub fn check_flags(args: &TrainArgs) -> Result<()> {
+    for (flag, value) in [
+        ("--num-vectors", args.num_vectors),
+        ("--repeats", args.repeats),
+        ("--train-batch-size", args.train_batch_size),
+        (
+            "--gradient-accumulation-steps",
+            args.gradient_accumulation_steps,
+        ),
+    ] {
+        if value == 0 {
+            bail!("{flag} must be at least 1");
+        }
+    }
+    check_numbers(args)
+}
 
 /// The numeric flags, checked before anything is read: torch's ranges for the optimizer, a
 /// usable learning rate, sizes that fit in memory.

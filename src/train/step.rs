@@ -6,11 +6,13 @@ use anyhow::{Context, Result};
 use half::bf16;
 use xla_graphs::programs::interface::{Arg, Output};
 use xla_graphs::programs::train_step::{
-    build_encode_moments, build_train_step, EncodeMomentsInputs, RowState as DeviceRows,
-    TrainStepConfig, TrainStepInputs, TrainStepOutputs,
+    build_encode_moments, build_train_step, EncodeMomentsInputs, LatentSource,
+    RowState as DeviceRows, TrainStepConfig, TrainStepInputs, TrainStepOutputs,
 };
+use xla_graphs::schedulers::NoiseScheduleConfig;
 use xla_graphs::DType;
 
+use super::args::TrainArgs;
 use super::checkpoint::RowState;
 use crate::data::dataset::{Sample, TrainImages};
 use crate::model::folder::ModelFolder;
@@ -22,15 +24,55 @@ pub type CompiledStep = CompiledProgram<TrainStepInputs<Arg>, TrainStepOutputs<O
 /// The rows and AdamW state on one device.
 pub type Rows = DeviceRows<DeviceBuffer>;
 
-const STEP: ProgramName = ProgramName {
+pub const STEP: ProgramName = ProgramName {
     what: "training step",
     out_of_memory: "lower --train-batch-size or --resolution, or use --mixed-precision bf16",
 };
 
-const ENCODER: ProgramName = ProgramName {
+pub const ENCODER: ProgramName = ProgramName {
     what: "VAE encoder",
     out_of_memory: "lower --resolution, or use --mixed-precision bf16",
 };
+
+/// The step a run of `args` traces, for `images` training images on `devices` devices.
+pub fn step_config(
+    folder: &ModelFolder,
+    args: &TrainArgs,
+    compute_dtype: DType,
+    resolution: usize,
+    seq_len: usize,
+    images: usize,
+    devices: usize,
+) -> Result<TrainStepConfig> {
+    let latents = if args.no_cache_latents {
+        LatentSource::Encode
+    } else {
+        LatentSource::Cached {
+            entries: 2 * images,
+        }
+    };
+    let noise = serde_json::from_value::<NoiseScheduleConfig>(folder.scheduler.clone())
+        .context("scheduler/scheduler_config.json has no usable noise schedule")?;
+    Ok(TrainStepConfig {
+        text_encoder: folder.text_encoder.clone(),
+        text_encoder_2: folder.text_encoder_2.clone(),
+        unet: folder.unet.clone(),
+        vae: folder.vae.clone(),
+        noise,
+        compute_dtype,
+        vae_dtype: folder.vae_dtype(compute_dtype),
+        batch: args.train_batch_size,
+        resolution,
+        seq_len,
+        num_vectors: args.num_vectors,
+        num_devices: devices,
+        latents,
+        adamw: args.adamw.config(),
+        gradient_accumulation_steps: args.gradient_accumulation_steps,
+        explicit_randomness: false,
+        gradient_kernels: args.device.device.gradient_kernels(),
+    })
+}
 
 /// Traces and compiles the step for `config.num_devices` devices, with `folder`'s weights.
 pub fn compile_step(

@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use xla_graphs::programs::interface::Args;
-use xla_graphs::programs::train_step::{LatentSource, TrainStepConfig, TrainStepInputs};
-use xla_graphs::schedulers::NoiseScheduleConfig;
+use xla_graphs::programs::train_step::{LatentSource, TrainStepInputs};
 
 use super::args::TrainArgs;
 use super::checkpoint::{self, RowState, TrainerState};
 use super::progress::{Progress, StepRecord};
 use super::setup::{plan, RunPlan};
 use super::step::{
-    cache_moments, compile_step, pixel_bytes, read_rows, upload_rows, CompiledStep, Rows,
+    cache_moments, compile_step, pixel_bytes, read_rows, step_config, upload_rows, CompiledStep,
+    Rows,
 };
 use super::validation::{self, Validation};
 use crate::data::dataset::{epoch_plan, Sample};
@@ -265,34 +265,16 @@ impl<'a> Trainer<'a> {
         devices: usize,
         manifest: &'a RunManifest,
     ) -> Result<Self> {
-        let latents = if args.no_cache_latents {
-            LatentSource::Encode
-        } else {
-            LatentSource::Cached {
-                entries: 2 * run.images.len(),
-            }
-        };
-        let noise = serde_json::from_value::<NoiseScheduleConfig>(run.folder.scheduler.clone())
-            .context("scheduler/scheduler_config.json has no usable noise schedule")?;
-        let config = TrainStepConfig {
-            text_encoder: run.folder.text_encoder.clone(),
-            text_encoder_2: run.folder.text_encoder_2.clone(),
-            unet: run.folder.unet.clone(),
-            vae: run.folder.vae.clone(),
-            noise,
-            compute_dtype: run.compute_dtype,
-            vae_dtype: run.folder.vae_dtype(run.compute_dtype),
-            batch: args.train_batch_size,
-            resolution: run.resolution,
-            seq_len: run.tokenizers.max_length(),
-            num_vectors: args.num_vectors,
-            num_devices: devices,
-            latents,
-            adamw: args.adamw.config(),
-            gradient_accumulation_steps: args.gradient_accumulation_steps,
-            explicit_randomness: false,
-            gradient_kernels: args.device.device.gradient_kernels(),
-        };
+        let config = step_config(
+            &run.folder,
+            args,
+            run.compute_dtype,
+            run.resolution,
+            run.tokenizers.max_length(),
+            run.images.len(),
+            devices,
+        )?;
+        let latents = config.latents;
         eprintln!("compiling the training step (cached after the first run) ...");
         let step = compile_step(client, &run.folder, &config)?;
         let validation = Validation::new(client, run, args, devices)?;

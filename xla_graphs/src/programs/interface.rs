@@ -328,6 +328,21 @@ pub const UNET: &str = "unet";
 pub const VAE: &str = "vae";
 pub const MODELS: [&str; 4] = [TEXT_ENCODER, TEXT_ENCODER_2, UNET, VAE];
 
+impl<I: Args<Arg>, O> Program<I, O> {
+    /// Bytes of all the program's arguments (weights and run-time inputs) on one replica: what
+    /// a device holds before the program starts, so a lower bound on the memory it needs.
+    pub fn argument_bytes(&self) -> i64 {
+        let bytes = |s: &Shape| s.numel().saturating_mul(s.dtype.size_in_bytes() as i64);
+        let weights = self.weights.iter().map(|w| bytes(&w.shape));
+        let inputs = self
+            .inputs
+            .named()
+            .into_iter()
+            .map(|(_, a)| bytes(&a.shape));
+        weights.chain(inputs).fold(0i64, i64::saturating_add)
+    }
+}
+
 impl<I, O> Program<I, O> {
     /// Records that the program uses part of `model`, whose checkpoint holds `whole`.
     pub fn using_part_of(mut self, model: &'static str, whole: Vec<ParamSpec>) -> Self {
