@@ -3,6 +3,7 @@
 mod devices;
 mod forward;
 mod generate;
+mod plot;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ pub enum Command {
     Forward(forward::ForwardArgs),
     /// Make images from a prompt with learned tokens (one sample per device by default).
     Generate(Box<generate::GenerateArgs>),
+    /// Redraw loss.png from the train_log.jsonl of a running or finished training run.
+    Plot(plot::PlotArgs),
     /// Learn a new token's embedding (Textual Inversion) from a folder of 3-5 photos.
     Train(Box<train::TrainArgs>),
 }
@@ -39,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Devices(args) => devices::run(&args),
         Command::Forward(args) => forward::run(&args),
         Command::Generate(args) => generate::run(&args),
+        Command::Plot(args) => plot::run(&args),
         Command::Train(args) => train::run(&args),
     }
 }

@@ -53,6 +53,18 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The model as a user would name it: a Hub repo id as given, a folder by its last
+    /// component (`./models/sd15/` is `sd15`).
+    pub fn display_name(&self) -> String {
+        let name = self.pretrained_model_name_or_path.trim_end_matches('/');
+        if Path::new(name).is_dir() {
+            if let Some(last) = Path::new(name).file_name() {
+                return last.to_string_lossy().into_owned();
+            }
+        }
+        name.to_string()
+    }
+
     /// `ModelFolder::open` on these flags.
     pub fn open(&self) -> Result<ModelFolder> {
         ModelFolder::open(

@@ -163,6 +163,19 @@ pub struct TrainArgs {
         default_value_t = 100
     )]
     pub validation_steps: usize,
+    /// Where the loss, learning rate, validation images and hyper-parameters are logged:
+    /// `tensorboard` (event files under --logging-dir, for `tensorboard --logdir`) or `none`.
+    #[arg(
+        long = "report-to",
+        alias = "report_to",
+        value_enum,
+        default_value_t = ReportTo::Tensorboard
+    )]
+    pub report_to: ReportTo,
+    /// TensorBoard's log folder; a relative one is under --output-dir (as diffusers'
+    /// --logging_dir). The run's event files go into its `textual_inversion/`.
+    #[arg(long = "logging-dir", alias = "logging_dir", default_value = "logs")]
+    pub logging_dir: PathBuf,
     /// Devices to train on [default: every local device].
     #[arg(long = "num-devices", alias = "num_devices")]
     pub num_devices: Option<usize>,
@@ -178,6 +191,26 @@ pub struct TrainArgs {
     #[command(flatten)]
     #[serde(skip)]
     pub compile_only: CompileOnlyArgs,
+}
+
+/// `--report-to`'s choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportTo {
+    Tensorboard,
+    None,
+}
+
+impl TrainArgs {
+    /// The TensorBoard run folder (diffusers' `init_trackers("textual_inversion")`), or `None`
+    /// with `--report-to none`.
+    pub fn tensorboard_dir(&self) -> Option<PathBuf> {
+        (self.report_to == ReportTo::Tensorboard).then(|| {
+            self.output_dir
+                .join(&self.logging_dir)
+                .join("textual_inversion")
+        })
+    }
 }
 
 /// torch.optim.AdamW's hyper-parameters, with the reference trainers' defaults.

@@ -1,6 +1,9 @@
-//! What a run reports while it trains: a progress bar on a terminal (plain lines otherwise)
-//! and `train_log.jsonl`, one line per optimizer step.
+//! What a run reports while it trains: a progress bar on a terminal (plain lines otherwise),
+//! `train_log.jsonl` (one line per optimizer step) and, with `--report-to tensorboard`, the
+//! same loss and learning rate, the validation images and the hyper-parameters as TensorBoard
+//! events.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Instant;
@@ -8,12 +11,15 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::io::tensorboard::{EventWriter, HParam};
+
 pub struct Progress {
     bar: Option<ProgressBar>,
     log: std::fs::File,
     started: Instant,
     total: usize,
     first_step: usize,
+    tensorboard: Option<EventWriter>,
 }
 
 /// One optimizer step's record.
@@ -27,7 +33,14 @@ pub struct StepRecord {
 }
 
 impl Progress {
-    pub fn new(output_dir: &Path, first_step: usize, total: usize) -> Result<Progress> {
+    /// `tensorboard`: the run folder to write event files into, and the hyper-parameters
+    /// (any serializable settings, flattened) to log there once.
+    pub fn new(
+        output_dir: &Path,
+        first_step: usize,
+        total: usize,
+        tensorboard: Option<(&Path, &serde_json::Value)>,
+    ) -> Result<Progress> {
         let path = output_dir.join("train_log.jsonl");
         // A resumed run appends to the log of the run it continues.
         let log = std::fs::OpenOptions::new()
@@ -46,12 +59,21 @@ impl Progress {
             bar.set_position(first_step as u64);
             bar
         });
+        let tensorboard = match tensorboard {
+            Some((dir, settings)) => {
+                let mut writer = EventWriter::create(dir)?;
+                writer.hparams(&hparams(settings), &["loss", "lr"])?;
+                Some(writer)
+            }
+            None => None,
+        };
         Ok(Progress {
             bar,
             log,
             started: Instant::now(),
             total,
             first_step,
+            tensorboard,
         })
     }
 
@@ -63,6 +85,9 @@ impl Progress {
     pub fn record(&mut self, records: &[StepRecord]) -> Result<()> {
         for r in records {
             writeln!(self.log, "{}", serde_json::to_string(r)?)?;
+            if let Some(tb) = &mut self.tensorboard {
+                tb.scalars(r.step as u64 + 1, &[("loss", r.loss), ("lr", r.lr)])?;
+            }
         }
         self.log.flush()?;
         let Some(last) = records.last() else {
@@ -84,6 +109,27 @@ impl Progress {
         Ok(())
     }
 
+    /// Logs the validation images of `step` (1-based), in `dir`, to TensorBoard: their grid as
+    /// the `validation` image, as diffusers' `add_images("validation", ...)` does.
+    pub fn validation_images(&mut self, step: usize, dir: &Path) -> Result<()> {
+        let Some(tb) = &mut self.tensorboard else {
+            return Ok(());
+        };
+        let grid = dir.join("grid.png");
+        let path = if grid.is_file() {
+            grid
+        } else {
+            dir.join("0000.png")
+        };
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let (width, height) = image::ImageReader::new(std::io::Cursor::new(&bytes))
+            .with_guessed_format()?
+            .into_dimensions()
+            .with_context(|| format!("{} is not an image", path.display()))?;
+        tb.png(step as u64, "validation", bytes, width, height)
+    }
+
     pub fn println(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
@@ -96,6 +142,36 @@ impl Progress {
             bar.finish();
         }
     }
+}
+
+/// Settings as hyper-parameters: each field of `settings` (nested objects flattened with `.`),
+/// numbers, strings and booleans as such, lists as their JSON text; unset (null) ones left out.
+pub fn hparams(settings: &serde_json::Value) -> BTreeMap<String, HParam> {
+    fn go(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, HParam>) {
+        use serde_json::Value;
+        let value = match v {
+            Value::Null => return,
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    go(&key, v, out);
+                }
+                return;
+            }
+            Value::Bool(b) => HParam::Bool(*b),
+            Value::Number(n) => HParam::Number(n.as_f64().unwrap_or(f64::NAN)),
+            Value::String(s) => HParam::Text(s.clone()),
+            Value::Array(_) => HParam::Text(v.to_string()),
+        };
+        out.insert(prefix.to_string(), value);
+    }
+    let mut out = BTreeMap::new();
+    go("", settings, &mut out);
+    out
 }
 
 /// Cuts `train_log.jsonl` back to the `step` steps a checkpoint holds (0-based records below `step`) (a resumed run logs from there on, so

@@ -94,7 +94,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
             Some(checkpoint::load(&checkpoint::resolve(out, spec)?)?),
             Vec::new(),
         ),
-        None => (None, earlier_run(out, &manifest, args.overwrite)?),
+        None => (None, earlier_run(out, &manifest, args)?),
     };
     let fixed = [
         "train_log.jsonl",
@@ -103,6 +103,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         "validation",
     ];
     let mut planned: Vec<PathBuf> = fixed.map(PathBuf::from).to_vec();
+    planned.extend(log_root(args));
     if args.save_as_full_pipeline {
         planned.extend(check_pipeline_targets(args, &run, &manifest)?);
     }
@@ -219,12 +220,14 @@ fn write_outputs(args: &TrainArgs, run: &RunPlan, rows: &[f32]) -> Result<PathBu
         save_full_pipeline(root, &tokenizers[..widths.len()], variant, out, &learned)?;
     }
     // The whole run's curve, from the log (which a resumed run appends to).
-    let logged: Vec<f64> = std::fs::read_to_string(out.join("train_log.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
-        .collect();
-    super::loss_plot::write(&out.join("loss.png"), &logged, &validation::marks(out))?;
+    let logged = super::loss_plot::read_log(&out.join("train_log.jsonl"))?;
+    let title = super::loss_plot::title(&args.placeholder_token, &args.model.display_name());
+    super::loss_plot::write(
+        &out.join("loss.png"),
+        &title,
+        &logged,
+        &validation::marks(out),
+    )?;
     Ok(learned_embeds)
 }
 
@@ -310,7 +313,10 @@ impl<'a> Trainer<'a> {
     ) -> Result<(usize, Option<f64>, Vec<Rows>)> {
         let (args, run) = (self.args, self.run);
         let out = &args.output_dir;
-        let mut progress = Progress::new(out, state.step, run.total_steps)?;
+        let settings = serde_json::to_value(args)?;
+        let tensorboard = args.tensorboard_dir();
+        let tensorboard = tensorboard.as_deref().map(|dir| (dir, &settings));
+        let mut progress = Progress::new(out, state.step, run.total_steps, tensorboard)?;
         let mut pending: Vec<(usize, f64, DeviceBuffer)> = Vec::new();
         let mut last_loss = None;
         let mut order = self.epoch_order(state.epoch);
@@ -363,6 +369,7 @@ impl<'a> Trainer<'a> {
             if let Some(v) = self.validation.as_ref().filter(|v| v.due(state.step)) {
                 let values = rows[0].rows.to_vec::<f32>()?;
                 let dir = v.run(self.client, state.step, &values, out)?;
+                progress.validation_images(state.step, &dir)?;
                 self.manifest.save()?;
                 progress.println(&format!("validation images: {}", dir.display()));
             }
@@ -508,24 +515,36 @@ impl<'a> Trainer<'a> {
     }
 }
 
-/// The names a training run writes at the top of its output folder.
-fn is_run_output(name: &str) -> bool {
+/// The names a training run writes at the top of its output folder (`logs`: the top of
+/// --logging-dir when that is inside it).
+fn is_run_output(name: &str, logs: Option<&Path>) -> bool {
     name.starts_with("learned_embeds")
         || name.starts_with("checkpoint-")
         || name == "train_log.jsonl"
         || name == "validation"
         || name == "loss.png"
+        || logs.is_some_and(|l| l == Path::new(name))
+}
+
+/// The top-level name of --logging-dir inside the output folder (`logs`), if it is there.
+fn log_root(args: &TrainArgs) -> Option<PathBuf> {
+    match args.logging_dir.components().next()? {
+        std::path::Component::Normal(name) => Some(PathBuf::from(name)),
+        _ => None,
+    }
 }
 
 /// The earlier run's outputs (top-level names) that this run replaces: refused without
 /// `--overwrite`. A file of the same name that ti-xla did not write is never replaced.
-fn earlier_run(out: &Path, manifest: &RunManifest, overwrite: bool) -> Result<Vec<PathBuf>> {
+fn earlier_run(out: &Path, manifest: &RunManifest, args: &TrainArgs) -> Result<Vec<PathBuf>> {
+    let overwrite = args.overwrite;
+    let logs = log_root(args);
     let mut names: Vec<PathBuf> = std::fs::read_dir(out)
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok())
         .map(|e| PathBuf::from(e.file_name()))
-        .filter(|n| is_run_output(&n.to_string_lossy()))
+        .filter(|n| is_run_output(&n.to_string_lossy(), logs.as_deref()))
         .collect();
     names.sort();
     for fixed in ["learned_embeds.safetensors", "train_log.jsonl", "loss.png"] {

@@ -144,16 +144,15 @@ fn step_dir(out: &Path, step: usize) -> PathBuf {
     out.join("validation").join(format!("step-{step}"))
 }
 
-/// Indices into the per-step loss list (step N is index N - 1) of the steps with validation
-/// images in `out`, for the loss plot; a resumed run's earlier ones included.
-pub fn marks(out: &Path) -> Vec<usize> {
-    let mut marks: Vec<usize> = std::fs::read_dir(out.join("validation"))
+/// The steps (1-based) with validation images in `out`, for the loss plot; a resumed run's
+/// earlier ones included.
+pub fn marks(out: &Path) -> Vec<u64> {
+    let mut marks: Vec<u64> = std::fs::read_dir(out.join("validation"))
         .into_iter()
         .flatten()
         .filter_map(|e| {
             let name = e.ok()?.file_name();
-            let step: usize = name.to_str()?.strip_prefix("step-")?.parse().ok()?;
-            step.checked_sub(1)
+            name.to_str()?.strip_prefix("step-")?.parse().ok()
         })
         .collect();
     marks.sort_unstable();
