@@ -428,6 +428,21 @@ fn impossible_configs_and_flags_are_one_line_before_any_compile() {
             vec!["--mixed-precision", "bf16"],
             vec!["bf16", "CPU"],
         ),
+        (
+            fixture("tiny-sd1"),
+            vec!["--snr-gamma", "0"],
+            vec!["--snr-gamma 0", "positive"],
+        ),
+        (
+            fixture("tiny-sd1"),
+            vec!["--noise-offset=-0.1"],
+            vec!["--noise-offset -0.1"],
+        ),
+        (
+            fixture("tiny-sd1"),
+            vec!["--max-embedding-norm", "NaN"],
+            vec!["--max-embedding-norm NaN"],
+        ),
     ];
     for (model, extra, needles) in &cases {
         let mut args = cache_flag.to_vec();

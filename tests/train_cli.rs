@@ -352,6 +352,7 @@ fn eval_loss(row: &[f32]) -> f64 {
         gradient_accumulation_steps: 1,
         explicit_randomness: true,
         gradient_kernels: xla_graphs::models::params::GradientKernels::Uploaded,
+        options: Default::default(),
     };
     let client = ti_xla::testing::cpu_client(1).unwrap();
     let step = compile_step(&client, &folder, &config).unwrap();
@@ -413,6 +414,7 @@ fn eval_loss(row: &[f32]) -> f64 {
         latent_eps: Some(&eps),
         noise: Some(&noise),
         timesteps: Some(&timesteps),
+        offset_noise: None,
     };
     let out = step.run(&[inputs]).unwrap().remove(0);
     out.loss.to_vec::<f32>().unwrap()[0] as f64

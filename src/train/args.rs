@@ -176,6 +176,29 @@ pub struct TrainArgs {
     /// --logging_dir). The run's event files go into its `textual_inversion/`.
     #[arg(long = "logging-dir", alias = "logging_dir", default_value = "logs")]
     pub logging_dir: PathBuf,
+    /// Min-SNR-gamma loss weighting (5.0 is the paper's value): each sample's loss weighted
+    /// by min(SNR, gamma) / SNR of its timestep (/ (SNR + 1) for v-prediction), as diffusers'
+    /// --snr_gamma. Steadier training at high-noise timesteps [default: off].
+    #[arg(long = "snr-gamma", alias = "snr_gamma", value_name = "GAMMA")]
+    pub snr_gamma: Option<f64>,
+    /// Noise offset (0.05-0.1 is usual), as diffusers' --noise_offset: adds this times a normal
+    /// draw per sample and latent channel to the noise, which helps very dark or bright
+    /// concepts [default: 0, off].
+    #[arg(long = "noise-offset", alias = "noise_offset", default_value_t = 0.0)]
+    pub noise_offset: f64,
+    /// After each update, rescale the learned rows to the vocabulary's median token-embedding
+    /// norm (per text encoder), as OneTrainer does: keeps the new token from overpowering the
+    /// prompt.
+    #[arg(long = "preserve-embedding-norm", alias = "preserve_embedding_norm")]
+    pub preserve_embedding_norm: bool,
+    /// After each update, clamp each learned row's norm (per text encoder) to at most this
+    /// [default: off].
+    #[arg(
+        long = "max-embedding-norm",
+        alias = "max_embedding_norm",
+        value_name = "NORM"
+    )]
+    pub max_embedding_norm: Option<f64>,
     /// Devices to train on [default: every local device].
     #[arg(long = "num-devices", alias = "num_devices")]
     pub num_devices: Option<usize>,

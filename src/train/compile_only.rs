@@ -54,6 +54,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             tokenizers.max_length(),
             images,
             devices,
+            // The norms' values change neither memory nor cost: no weights are read here.
+            &vec![1.0; folder.text_encoders().len()],
         )?;
         programs(&folder, &config)
     };

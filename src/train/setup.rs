@@ -27,6 +27,8 @@ pub struct RunPlan {
     pub initial_rows: Vec<f32>,
     /// The rows' width: the text encoders' hidden sizes together.
     pub hidden: usize,
+    /// With --preserve-embedding-norm: each text encoder's median token-embedding norm.
+    pub median_norms: Vec<f64>,
     /// Training image size: `--resolution`, else the model's (SDXL) or 512 (SD 1.x/2.x).
     pub resolution: usize,
     pub images: TrainImages,
@@ -47,17 +49,17 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
         tokenizers.add_placeholder_tokens(&args.placeholder_token, args.num_vectors, 0)?;
     let initializer = tokenizers.encode_initializer(&args.initializer_token)?;
     let mut row = Vec::new();
+    let mut median_norms = Vec::new();
     for ((component, config), id) in Component::TEXT_ENCODERS
         .into_iter()
         .zip(folder.text_encoders())
         .zip(initializer)
     {
-        row.extend(initializer_row(
-            &folder,
-            component,
-            id as usize,
-            config.hidden_size,
-        )?);
+        let table = token_table(&folder, component)?;
+        row.extend(initializer_row(&table, id as usize, config.hidden_size)?);
+        if args.preserve_embedding_norm {
+            median_norms.push(median_row_norm(&table, config.hidden_size));
+        }
     }
     let hidden = folder.row_width();
     let initial_rows = row.repeat(args.num_vectors);
@@ -133,6 +135,7 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
         placeholder_ids,
         initial_rows,
         hidden,
+        median_norms,
         resolution,
         images,
         compute_dtype,
@@ -211,6 +214,19 @@ fn check_numbers(args: &TrainArgs) -> Result<()> {
             bail!("--resolution {r} must be between 1 and {MAX_RESOLUTION}");
         }
     }
+    let positive = |v: f64| (v as f32).is_finite() && v > 0.0;
+    if let Some(g) = args.snr_gamma.filter(|g| !positive(*g)) {
+        bail!("--snr-gamma {g} must be a positive number (5 is usual)");
+    }
+    if !((args.noise_offset as f32).is_finite() && args.noise_offset >= 0.0) {
+        bail!(
+            "--noise-offset {} must be 0 (off) or a positive number (0.05-0.1 is usual)",
+            args.noise_offset
+        );
+    }
+    if let Some(n) = args.max_embedding_norm.filter(|n| !positive(*n)) {
+        bail!("--max-embedding-norm {n} must be a positive number");
+    }
     Ok(())
 }
 
@@ -222,24 +238,43 @@ fn load_images(args: &TrainArgs, resolution: usize) -> Result<TrainImages> {
     Ok(images)
 }
 
-/// The initializer's row of a text encoder's token table, as f32.
-fn initializer_row(
-    folder: &ModelFolder,
-    component: Component,
-    id: usize,
-    hidden: usize,
-) -> Result<Vec<f32>> {
+/// A text encoder's token table, as f32 bytes.
+fn token_table(folder: &ModelFolder, component: Component) -> Result<Vec<u8>> {
     let files = component.open(folder)?;
     let name = "text_model.embeddings.token_embedding.weight";
-    let bytes = files
+    files
         .read_as(name, DType::F32)
-        .with_context(|| format!("cannot read {name}"))?;
+        .with_context(|| format!("cannot read {name}"))
+}
+
+/// The initializer's row of a token table.
+fn initializer_row(table: &[u8], id: usize, hidden: usize) -> Result<Vec<f32>> {
     let start = id * hidden * 4;
-    let row = bytes
+    let row = table
         .get(start..start + hidden * 4)
         .context("the initializer id is outside the token table")?;
     Ok(row
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect())
+}
+
+/// The median of the table's row norms (the lower middle one for an even count, as
+/// `torch.median`).
+pub fn median_row_norm(table: &[u8], hidden: usize) -> f64 {
+    let mut norms: Vec<f64> = table
+        .chunks_exact(hidden * 4)
+        .map(|row| {
+            row.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+                .map(|v| v * v)
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    norms.sort_by(f64::total_cmp);
+    norms
+        .get(norms.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(1.0)
 }

@@ -7,7 +7,7 @@ use half::bf16;
 use xla_graphs::programs::interface::{Arg, Output};
 use xla_graphs::programs::train_step::{
     build_encode_moments, build_train_step, EncodeMomentsInputs, LatentSource,
-    RowState as DeviceRows, TrainStepConfig, TrainStepInputs, TrainStepOutputs,
+    RowState as DeviceRows, StepOptions, TrainStepConfig, TrainStepInputs, TrainStepOutputs,
 };
 use xla_graphs::schedulers::NoiseScheduleConfig;
 use xla_graphs::DType;
@@ -34,7 +34,9 @@ pub const ENCODER: ProgramName = ProgramName {
     out_of_memory: "lower --resolution, or use --mixed-precision bf16",
 };
 
-/// The step a run of `args` traces, for `images` training images on `devices` devices.
+/// The step a run of `args` traces, for `images` training images on `devices` devices;
+/// `median_norms`: each text encoder's median token norm, for --preserve-embedding-norm.
+#[allow(clippy::too_many_arguments)]
 pub fn step_config(
     folder: &ModelFolder,
     args: &TrainArgs,
@@ -43,6 +45,7 @@ pub fn step_config(
     seq_len: usize,
     images: usize,
     devices: usize,
+    median_norms: &[f64],
 ) -> Result<TrainStepConfig> {
     let latents = if args.no_cache_latents {
         LatentSource::Encode
@@ -71,6 +74,12 @@ pub fn step_config(
         gradient_accumulation_steps: args.gradient_accumulation_steps,
         explicit_randomness: false,
         gradient_kernels: args.device.device.gradient_kernels(),
+        options: StepOptions {
+            snr_gamma: args.snr_gamma,
+            noise_offset: args.noise_offset,
+            preserve_norm: args.preserve_embedding_norm.then(|| median_norms.to_vec()),
+            max_norm: args.max_embedding_norm,
+        },
     })
 }
 

@@ -276,6 +276,7 @@ impl<'a> Trainer<'a> {
             run.tokenizers.max_length(),
             run.images.len(),
             devices,
+            &run.median_norms,
         )?;
         let latents = config.latents;
         eprintln!("compiling the training step (cached after the first run) ...");
@@ -441,6 +442,7 @@ impl<'a> Trainer<'a> {
                 latent_eps: None,
                 noise: None,
                 timesteps: None,
+                offset_noise: None,
             })
             .collect();
         let mut outputs = self.step.run(&inputs)?.into_iter();

@@ -160,6 +160,7 @@ pub(crate) fn run(
         gradient_accumulation_steps: 1,
         explicit_randomness: true,
         gradient_kernels: device.device.gradient_kernels(),
+        options: Default::default(),
     };
     let client = open_client(device)?;
     let step = compile_step(&client, folder, &config)?;
@@ -264,6 +265,7 @@ fn run_twice(
             latent_eps: Some(&eps),
             noise: Some(&noise),
             timesteps: Some(&timesteps),
+            offset_noise: None,
         };
         outs.push(step.run(&[inputs])?.remove(0));
     }

@@ -17,7 +17,9 @@ use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use crate::optim::{adamw_update, AdamWConfig};
 use crate::programs::conditioning::{Conditioning, TextEncoders};
 use crate::programs::interface::{declare, finish, Arg, Output, Program, Traced, UNET, VAE};
-use crate::schedulers::{add_noise, training_target, NoiseScheduleConfig};
+use crate::schedulers::{
+    add_noise, min_snr_weights, per_timestep, training_target, NoiseScheduleConfig,
+};
 use crate::{
     random, value_and_grad, ComparisonDirection, DType, Graph, GraphError, Result, Tensor,
 };
@@ -61,6 +63,26 @@ pub struct TrainStepConfig {
     pub explicit_randomness: bool,
     /// How the UNet's conv kernels are bound for the input gradient through them.
     pub gradient_kernels: GradientKernels,
+    /// Training options beyond the diffusers step (all off by default).
+    pub options: StepOptions,
+}
+
+/// What the best embedding trainers add to the diffusers step; the default is the diffusers
+/// step exactly.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepOptions {
+    /// Min-SNR-gamma loss weighting (diffusers' `--snr_gamma`): each sample's mean squared
+    /// error weighted by `schedulers::min_snr_weights` of its timestep.
+    pub snr_gamma: Option<f64>,
+    /// diffusers' `--noise_offset`: the diffusion noise plus this times a standard normal draw
+    /// per sample and latent channel (0: off).
+    pub noise_offset: f64,
+    /// After each update, every learned row's part of each text encoder's table rescaled to
+    /// that table's norm (one per encoder, in row order; OneTrainer's preserve-norm uses the
+    /// vocabulary's median row norm).
+    pub preserve_norm: Option<Vec<f64>>,
+    /// After each update (and the rescaling), each row part clamped to at most this norm.
+    pub max_norm: Option<f64>,
 }
 
 crate::program_args! {
@@ -108,6 +130,8 @@ crate::program_args! {
         pub latent_eps: Option<T>,
         pub noise: Option<T>,
         pub timesteps: Option<T>,
+        /// Given `[B, C, 1, 1]` f32 noise-offset draws (with `noise_offset` set).
+        pub offset_noise: Option<T>,
     }
 }
 
@@ -189,6 +213,8 @@ impl TrainStepConfig {
             latent_eps: explicit.then(noise),
             noise: explicit.then(noise),
             timesteps: explicit.then(|| Arg::sharded(DType::I32, &[b])),
+            offset_noise: (explicit && self.options.noise_offset != 0.0)
+                .then(|| Arg::sharded(DType::F32, &[b, ch, 1, 1])),
         }
     }
 }
@@ -220,7 +246,18 @@ pub fn build_train_step(c: &TrainStepConfig) -> Result<TrainStep> {
     // host can feed each from its own folder.
     let (mean, logvar) = latent_moments(&p.with_dtype(c.vae_dtype), &vae, &x, [b, ch, h])?;
     let s = &x.state;
-    let (eps, noise, timesteps) = draws(&x, [ch, h], c.noise.num_train_timesteps as i32)?;
+    let offset = c.options.noise_offset;
+    let (eps, noise, timesteps, offset_noise) = draws(
+        &x,
+        [ch, h],
+        c.noise.num_train_timesteps as i32,
+        offset != 0.0,
+    )?;
+    // diffusers: `noise += noise_offset * randn((B, C, 1, 1))`.
+    let noise = match offset_noise {
+        Some(o) => noise.add(&o.mul_scalar(offset)?.broadcast_to(&noise.dims())?)?,
+        None => noise,
+    };
     let latents = mean
         .add(&logvar.mul_scalar(0.5)?.exponential()?.multiply(&eps)?)?
         .mul_scalar(c.vae.scaling_factor)?;
@@ -252,7 +289,20 @@ pub fn build_train_step(c: &TrainStepConfig) -> Result<TrainStep> {
     })?;
     let diff = pred.convert(DType::F32)?.subtract(&target)?;
     let count = diff.dims().iter().product::<i64>() as f64;
-    let loss = diff.square()?.sum_all()?.mul_scalar(1.0 / count)?;
+    let loss = match c.options.snr_gamma {
+        None => diff.square()?.sum_all()?.mul_scalar(1.0 / count)?,
+        // Each sample's mean over (C, h, w), weighted by its timestep's weight, then the mean
+        // over the batch (diffusers' order of reduction).
+        Some(gamma) => {
+            let weights = min_snr_weights(c.noise.prediction_type, &alphas_cumprod, gamma);
+            diff.square()?
+                .reduce_sum(&[1, 2, 3])?
+                .mul_scalar(b as f64 / count)?
+                .multiply(&per_timestep(&weights, &timesteps)?)?
+                .sum_all()?
+                .mul_scalar(1.0 / b as f64)?
+        }
+    };
     let (loss, grads) = value_and_grad(&loss, std::slice::from_ref(&s.rows))?;
     let (loss, grad) = mean_over_devices(&loss, &grads[0], c.num_devices)?;
 
@@ -299,24 +349,38 @@ fn latent_moments(
     }
 }
 
-/// The latent sampling noise, the diffusion noise and the timesteps: given, or drawn.
+/// The latent sampling noise, the diffusion noise, the timesteps and (with `offset`) the
+/// noise-offset draws: given, or drawn.
 fn draws(
     x: &TrainStepInputs<Tensor>,
     [ch, h]: [i64; 2],
     timesteps: i32,
-) -> Result<(Tensor, Tensor, Tensor)> {
+    offset: bool,
+) -> Result<Draws> {
     match (&x.latent_eps, &x.noise, &x.timesteps) {
-        (Some(eps), Some(noise), Some(t)) => Ok((eps.clone(), noise.clone(), t.clone())),
+        (Some(eps), Some(noise), Some(t)) => {
+            let offset_noise = match offset {
+                true => Some(
+                    x.offset_noise
+                        .clone()
+                        .ok_or_else(|| missing("offset_noise"))?,
+                ),
+                false => None,
+            };
+            Ok((eps.clone(), noise.clone(), t.clone(), offset_noise))
+        }
         _ => {
             let key = x.key.as_ref().ok_or_else(|| missing("key"))?;
             let index = x
                 .sample_index
                 .as_ref()
                 .ok_or_else(|| missing("sample_index"))?;
-            per_sample_draws(key, index, [ch, h], timesteps)
+            per_sample_draws(key, index, [ch, h], timesteps, offset)
         }
     }
 }
+
+type Draws = (Tensor, Tensor, Tensor, Option<Tensor>);
 
 /// The state after a micro-step: the gradient added to the accumulator, and with `apply` set,
 /// the AdamW update of the rows from the accumulated gradient (which is then cleared).
@@ -345,12 +409,62 @@ fn update(
         .compare(&g.scalar(0.5, DType::F32)?, ComparisonDirection::Gt)?
         .broadcast_to(&s.rows.dims())?;
     let choose = |a: &Tensor, b: &Tensor| on.select(a, b).map(Traced::replicated);
+    let rows = row_norms(c, &updated.params)?;
     Ok(RowState {
-        rows: choose(&updated.params, &s.rows)?,
+        rows: choose(&rows, &s.rows)?,
         exp_avg: choose(&updated.exp_avg, &s.exp_avg)?,
         exp_avg_sq: choose(&updated.exp_avg_sq, &s.exp_avg_sq)?,
         grad_acc: choose(&grad_total.zeros_like()?, &grad_total)?,
     })
+}
+
+/// The updated rows with `preserve_norm` and `max_norm` applied to each text encoder's part of
+/// every row.
+fn row_norms(c: &TrainStepConfig, rows: &Tensor) -> Result<Tensor> {
+    let o = &c.options;
+    if o.preserve_norm.is_none() && o.max_norm.is_none() {
+        return Ok(rows.clone());
+    }
+    let g = rows.graph();
+    let widths = c.row_widths();
+    if let Some(t) = &o.preserve_norm {
+        if t.len() != widths.len() {
+            return Err(GraphError::invalid(
+                "train step",
+                format!(
+                    "{} preserve_norm targets for {} text encoders",
+                    t.len(),
+                    widths.len()
+                ),
+            ));
+        }
+    }
+    let n = rows.dims()[0];
+    let splat = |v: f64| g.scalar(v, DType::F32)?.broadcast_to(&[n]);
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (e, &w) in widths.iter().enumerate() {
+        let part = rows.slice_axis(1, start as i64, (start + w) as i64)?;
+        start += w;
+        // Row norms, kept away from 0 so that a zero row stays zero.
+        let norm = part
+            .square()?
+            .reduce_sum(&[1])?
+            .sqrt()?
+            .maximum(&splat(1e-12)?)?;
+        let (mut scale, mut after) = (splat(1.0)?, norm.clone());
+        if let Some(targets) = &o.preserve_norm {
+            scale = splat(targets[e])?.divide(&norm)?;
+            after = splat(targets[e])?;
+        }
+        if let Some(max) = o.max_norm {
+            let clamp = splat(max)?.divide(&after.maximum(&splat(max)?)?)?;
+            scale = scale.multiply(&clamp)?;
+        }
+        let scale = scale.reshape(&[n, 1])?.broadcast_to(&[n, w as i64])?;
+        parts.push(part.multiply(&scale)?);
+    }
+    g.concatenate(&parts, 1)
 }
 
 /// Each sample's latent noise, diffusion noise and timestep from its own key,
@@ -363,23 +477,33 @@ fn per_sample_draws(
     index: &Tensor,
     [ch, h]: [i64; 2],
     timesteps: i32,
-) -> Result<(Tensor, Tensor, Tensor)> {
+    offset: bool,
+) -> Result<Draws> {
     let g = key.graph();
     let b = index.dims()[0];
-    let (mut eps, mut noise, mut t) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut eps, mut noise, mut t, mut off) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..b {
         let k = random::fold_in(key, &index.slice_axis(0, i, i + 1)?.reshape(&[])?)?;
         eps.push(random::normal(&k, &[1, h, h, ch], DType::F32)?.transpose(&[0, 3, 1, 2])?);
         let keys = random::split_keys(&k, 2)?;
         noise.push(random::normal(&keys[0], &[1, ch, h, h], DType::F32)?);
         t.push(random::randint(&keys[1], &[1], 0, timesteps)?);
+        if offset {
+            // A key of its own, so the other draws stay those of a run without the offset.
+            let k = random::fold_in_const(&k, OFFSET_KEY)?;
+            off.push(random::normal(&k, &[1, ch, 1, 1], DType::F32)?);
+        }
     }
     Ok((
         g.concatenate(&eps, 0)?,
         g.concatenate(&noise, 0)?,
         g.concatenate(&t, 0)?,
+        offset.then(|| g.concatenate(&off, 0)).transpose()?,
     ))
 }
+
+/// `fold_in` data of the noise-offset key ("off" in ASCII).
+const OFFSET_KEY: u32 = 0x6f_66_66;
 
 /// Sum over the replicas divided by their number (the reference's `pmean`).
 fn mean_over_devices(loss: &Tensor, grad: &Tensor, devices: usize) -> Result<(Tensor, Tensor)> {

@@ -17,7 +17,9 @@ pub use ddim::DDIMScheduler;
 pub use dpm_solver_multistep::DPMSolverMultistepScheduler;
 pub use euler::EulerDiscreteScheduler;
 pub use euler_ancestral::EulerAncestralDiscreteScheduler;
-pub use noise_schedule::{add_noise, training_target, NoiseScheduleConfig, PredictionType};
+pub use noise_schedule::{
+    add_noise, min_snr_weights, per_timestep, training_target, NoiseScheduleConfig, PredictionType,
+};
 pub use pndm::PNDMScheduler;
 pub use scheduler::{Noise, Scheduler, SchedulerError, StepInputs, StepOutput};
 pub use spacing::TimestepSpacing;

@@ -195,6 +195,35 @@ pub fn training_target(
     }
 }
 
+/// Min-SNR-gamma loss weights per timestep, as diffusers' trainers compute them
+/// (`compute_snr`, then `min(snr, gamma)`, divided by `snr` for epsilon and by `snr + 1` for
+/// v-prediction; a sample-predicting model keeps `min(snr, gamma)`).
+pub fn min_snr_weights(
+    prediction_type: PredictionType,
+    alphas_cumprod: &[f64],
+    gamma: f64,
+) -> Vec<f64> {
+    alphas_cumprod
+        .iter()
+        .map(|a| {
+            let snr = a / (1.0 - a);
+            let w = snr.min(gamma);
+            match prediction_type {
+                PredictionType::Epsilon => w / snr,
+                PredictionType::VPrediction => w / (snr + 1.0),
+                PredictionType::Sample => w,
+            }
+        })
+        .collect()
+}
+
+/// `table[timesteps]` as a `[B]` f32 tensor (one value per sample).
+pub fn per_timestep(table: &[f64], timesteps: &Tensor) -> Result<Tensor> {
+    let b = timesteps.dims().first().copied().unwrap_or(1);
+    let like = timesteps.graph().splat(0.0, DType::F32, &[b])?;
+    per_sample(table, timesteps, &like)
+}
+
 fn split_scales(alphas_cumprod: &[f64]) -> (Vec<f64>, Vec<f64>) {
     alphas_cumprod
         .iter()
