@@ -476,9 +476,9 @@ fn min_snr_gamma_weights_each_samples_loss_by_its_timestep() {
         };
         let weighted = run_options(model, options, (0, b), None, None);
         let (mut loss, mut grad) = (0.0, vec![0.0; weighted.grad.len()]);
-        for i in 0..b {
+        for (i, &snr) in snrs.iter().enumerate() {
             let one = run_options(model, StepOptions::default(), (i, i + 1), None, None);
-            let w = weight(snrs[i]) / b as f64;
+            let w = weight(snr) / b as f64;
             loss += w * one.loss;
             for (g, o) in grad.iter_mut().zip(&one.grad) {
                 *g += w * *o as f64;
@@ -515,6 +515,8 @@ fn noise_offset_adds_a_per_channel_draw_to_the_noise() {
     let r = reference(model);
     let (shape, noise) = r.get("noise");
     let (b, c, hw) = (shape[0], shape[1], shape[2] * shape[3]);
+    // One draw per sample and channel; the noise is [B, C, h, w], so element i's draw is
+    // draws[i / (h w)].
     let draws: Vec<f32> = (0..b * c).map(|i| ((i as f32) * 0.7).sin()).collect();
     let offset = 0.1;
     let options = StepOptions {
@@ -527,7 +529,6 @@ fn noise_offset_adds_a_per_channel_draw_to_the_noise() {
         .enumerate()
         .map(|(i, &n)| (n + offset * draws[i / hw] as f64) as f32)
         .collect();
-    let _ = c;
     let plain = run_options(model, StepOptions::default(), (0, b), Some(shifted), None);
     assert!(((with.loss - plain.loss) / plain.loss).abs() <= 1e-6);
     let want: Vec<f64> = plain.grad.iter().map(|&g| g as f64).collect();
