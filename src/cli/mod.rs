@@ -3,6 +3,7 @@
 mod devices;
 mod forward;
 mod generate;
+mod push;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,9 @@ pub enum Command {
     Forward(forward::ForwardArgs),
     /// Make images from a prompt with learned tokens (one sample per device by default).
     Generate(Box<generate::GenerateArgs>),
+    /// Upload a training output folder (embeddings, validation images, loss plot, a model
+    /// card) to a Hugging Face Hub model repo, creating it when missing.
+    Push(push::PushArgs),
     /// Learn a new token's embedding (Textual Inversion) from a folder of 3-5 photos.
     Train(Box<train::TrainArgs>),
 }
@@ -39,6 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Devices(args) => devices::run(&args),
         Command::Forward(args) => forward::run(&args),
         Command::Generate(args) => generate::run(&args),
+        Command::Push(args) => push::run(&args),
         Command::Train(args) => train::run(&args),
     }
 }
