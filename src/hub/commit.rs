@@ -254,7 +254,7 @@ fn upload_lfs(hub: &HubClient, repo_id: &str, files: &[&Prepared]) -> Result<()>
         eprintln!("uploading {name} ({:.1} MB)", p.size as f64 / 1e6);
         let headers = action_headers(&actions["upload"]);
         hub.call(|| {
-            let mut request = hub.request("PUT", href);
+            let mut request = hub.storage_request("PUT", href);
             for (k, v) in &headers {
                 request = request.set(k, v);
             }

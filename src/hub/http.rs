@@ -68,6 +68,12 @@ impl HubClient {
         }
     }
 
+    /// A request to an LFS storage URL (the `href` of an upload action): presigned, so it
+    /// never carries the token, wherever it points.
+    pub fn storage_request(&self, method: &str, url: &str) -> ureq::Request {
+        self.agent.request(method, url)
+    }
+
     /// Runs `send` until it succeeds, fails for good, or has been tried [`TRIES`] times
     /// (transient failures only); returns the response body.
     pub fn call(
