@@ -430,6 +430,7 @@ fn one_error(o: &Output, needles: &[&str]) -> String {
         assert!(errors[0].contains(n), "{n:?} not in {}", errors[0]);
     }
     assert!(!text.contains(TOKEN), "the token was printed: {text}");
+    eprintln!("{}", errors[0]);
     errors[0].to_string()
 }
 

@@ -105,9 +105,9 @@ pub fn commit(hub: &HubClient, repo_id: &str, files: &[PushFile], summary: &str)
         .collect::<Result<Vec<_>>>()?;
     let total: u64 = prepared.iter().map(|p| p.size).sum();
     eprintln!(
-        "pushing {} file(s), {:.1} MB, to {}/{repo_id}",
+        "pushing {} file(s), {}, to {}/{repo_id}",
         prepared.len(),
-        total as f64 / 1e6,
+        size_text(total),
         hub.endpoint
     );
     let lfs = upload_modes(hub, repo_id, &prepared)?;
@@ -145,6 +145,7 @@ pub fn commit(hub: &HubClient, repo_id: &str, files: &[PushFile], summary: &str)
             hub.request("POST", &format!("/api/models/{repo_id}/commit/{REVISION}"))
                 .set("Content-Type", "application/x-ndjson")
                 .send_string(&ndjson)
+                .map_err(Box::new)
         })
         .map_err(|f| hub.error(&f, &format!("commit the files to {repo_id}")))?;
     let url = serde_json::from_str::<serde_json::Value>(&body)
@@ -181,6 +182,7 @@ fn upload_modes(
                 )
                 .set("Content-Type", "application/json")
                 .send_string(&body)
+                .map_err(Box::new)
             })
             .map_err(|f| hub.error(&f, &format!("prepare the upload to {repo_id}")))?;
         let answer: serde_json::Value = serde_json::from_str(&answer).with_context(|| {
@@ -220,6 +222,7 @@ fn upload_lfs(hub: &HubClient, repo_id: &str, files: &[&Prepared]) -> Result<()>
                 .set("Accept", "application/vnd.git-lfs+json")
                 .set("Content-Type", "application/vnd.git-lfs+json")
                 .send_string(&body)
+                .map_err(Box::new)
         })
         .map_err(|f| hub.error(&f, &what))?;
     let answer: serde_json::Value = serde_json::from_str(&answer).with_context(|| {
@@ -251,7 +254,7 @@ fn upload_lfs(hub: &HubClient, repo_id: &str, files: &[&Prepared]) -> Result<()>
         let Some(href) = actions["upload"]["href"].as_str() else {
             continue;
         };
-        eprintln!("uploading {name} ({:.1} MB)", p.size as f64 / 1e6);
+        eprintln!("uploading {name} ({})", size_text(p.size));
         let headers = action_headers(&actions["upload"]);
         hub.call(|| {
             let mut request = hub.storage_request("PUT", href);
@@ -260,11 +263,15 @@ fn upload_lfs(hub: &HubClient, repo_id: &str, files: &[&Prepared]) -> Result<()>
             }
             let reader = match p.file.open() {
                 Ok(r) => r,
-                Err(e) => return Err(ureq::Error::from(std::io::Error::other(format!("{e:#}")))),
+                Err(e) => {
+                    let e = std::io::Error::other(format!("{e:#}"));
+                    return Err(Box::new(ureq::Error::from(e)));
+                }
             };
             request
                 .set("Content-Length", &p.size.to_string())
                 .send(reader)
+                .map_err(Box::new)
         })
         .map_err(|f| hub.error(&f, &format!("upload {name} to {repo_id}")))?;
         if let Some(verify) = actions["verify"]["href"].as_str() {
@@ -278,11 +285,23 @@ fn upload_lfs(hub: &HubClient, repo_id: &str, files: &[&Prepared]) -> Result<()>
                 request
                     .set("Content-Type", "application/vnd.git-lfs+json")
                     .send_string(&body)
+                    .map_err(Box::new)
             })
             .map_err(|f| hub.error(&f, &format!("verify the upload of {name} to {repo_id}")))?;
         }
     }
     Ok(())
+}
+
+/// `812 B`, `14.2 kB`, `3.4 GB`.
+fn size_text(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.1} kB", b / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
+        _ => format!("{:.2} GB", b / 1e9),
+    }
 }
 
 /// The headers an LFS action asks for.

@@ -74,11 +74,11 @@ impl HubClient {
         self.agent.request(method, url)
     }
 
-    /// Runs `send` until it succeeds, fails for good, or has been tried [`TRIES`] times
+    /// Runs `send` (a request sent, its error boxed: `ureq::Error` is large) until it succeeds, fails for good, or has been tried [`TRIES`] times
     /// (transient failures only); returns the response body.
     pub fn call(
         &self,
-        send: impl Fn() -> Result<ureq::Response, ureq::Error>,
+        send: impl Fn() -> Result<ureq::Response, Box<ureq::Error>>,
     ) -> Result<String, Failure> {
         let mut tries = 0;
         loop {
@@ -93,21 +93,23 @@ impl HubClient {
                         tries,
                     },
                 },
-                Err(ureq::Error::Status(status, response)) => {
-                    let code = response.header("x-error-code").unwrap_or("").to_string();
-                    let body = response.into_string().unwrap_or_default();
-                    Failure {
-                        status: Some(status),
-                        code,
-                        message: self.error_message(&body),
-                        tries,
+                Err(e) => match *e {
+                    ureq::Error::Status(status, response) => {
+                        let code = response.header("x-error-code").unwrap_or("").to_string();
+                        let body = response.into_string().unwrap_or_default();
+                        Failure {
+                            status: Some(status),
+                            code,
+                            message: self.error_message(&body),
+                            tries,
+                        }
                     }
-                }
-                Err(ureq::Error::Transport(t)) => Failure {
-                    status: None,
-                    code: String::new(),
-                    message: self.scrub(&t.to_string()),
-                    tries,
+                    ureq::Error::Transport(t) => Failure {
+                        status: None,
+                        code: String::new(),
+                        message: self.scrub(&t.to_string()),
+                        tries,
+                    },
                 },
             };
             let transient = failure
@@ -160,7 +162,7 @@ impl HubClient {
                 failure.message
             ),
             Some(401) => anyhow::anyhow!(
-                "{endpoint} did not accept the Hub token (401) to {what}: log in again with `huggingface-cli login`, or set HF_TOKEN or --hub-token to a token with write access"
+                "{endpoint} did not accept the Hub token (401, asked to {what}): log in again with `huggingface-cli login`, or set HF_TOKEN or --hub-token to a token with write access"
             ),
             Some(403) => anyhow::anyhow!(
                 "{endpoint} refused to {what} (403{detail}): the token needs write access (make one at {endpoint}/settings/tokens)"

@@ -49,11 +49,25 @@ pub fn push(out: &Path, args: &HubArgs) -> Result<String> {
     let retry_id = args.hub_model_id.clone().unwrap_or(folder_name.clone());
     push_inner(out, args, &folder_name).map_err(|e| {
         anyhow::anyhow!(
-            "{e:#}; nothing in {} was changed: retry with `ti-xla push {} --hub-model-id {retry_id}`",
+            "{e:#}; nothing in {} was changed: retry with `ti-xla push {} --hub-model-id {}`",
             out.display(),
-            out.display()
+            shell_word(&out.display().to_string()),
+            shell_word(&retry_id)
         )
     })
+}
+
+/// `word` as a shell reads it back: as is when plain, else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 fn push_inner(out: &Path, args: &HubArgs, folder_name: &str) -> Result<String> {

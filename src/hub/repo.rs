@@ -10,8 +10,12 @@ use super::http::HubClient;
 /// is sent.
 pub fn whoami(hub: &HubClient) -> Result<String> {
     let body = hub
-        .call(|| hub.request("GET", "/api/whoami-v2").call())
-        .map_err(|f| hub.error(&f, "check the Hub token"))?;
+        .call(|| {
+            hub.request("GET", "/api/whoami-v2")
+                .call()
+                .map_err(Box::new)
+        })
+        .map_err(|f| hub.error(&f, "say whose token it is"))?;
     let name = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["name"].as_str().map(str::to_string))
@@ -53,7 +57,11 @@ pub fn repo_id(given: Option<&str>, output_folder_name: &str, user: &str) -> Res
 
 /// Creates `repo_id` (private when asked) unless it exists; returns whether it was created.
 pub fn ensure_repo(hub: &HubClient, repo_id: &str, private: bool) -> Result<bool> {
-    let exists = hub.call(|| hub.request("GET", &format!("/api/models/{repo_id}")).call());
+    let exists = hub.call(|| {
+        hub.request("GET", &format!("/api/models/{repo_id}"))
+            .call()
+            .map_err(Box::new)
+    });
     match exists {
         Ok(_) => return Ok(false),
         Err(f) if f.status == Some(404) => {}
@@ -71,6 +79,7 @@ pub fn ensure_repo(hub: &HubClient, repo_id: &str, private: bool) -> Result<bool
         hub.request("POST", "/api/repos/create")
             .set("Content-Type", "application/json")
             .send_string(&body)
+            .map_err(Box::new)
     });
     match created {
         Ok(_) => Ok(true),
