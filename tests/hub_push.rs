@@ -785,3 +785,51 @@ fn a_server_error_is_retried_and_a_lasting_one_is_one_line() {
     assert_eq!(snapshot(&out), before);
     assert!(hub.problems().is_empty(), "{:?}", hub.problems());
 }
+
+#[test]
+fn a_saved_full_pipeline_goes_up_too() {
+    let hub = Hub::start();
+    let home = fresh_dir("pipeline-home");
+    let out = fake_output("pipeline");
+    let index = serde_json::json!({
+        "_class_name": "StableDiffusionPipeline",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "safety_checker": [null, null],
+    });
+    std::fs::create_dir_all(out.join("unet")).unwrap();
+    std::fs::create_dir_all(out.join("tokenizer")).unwrap();
+    std::fs::write(out.join("model_index.json"), index.to_string()).unwrap();
+    std::fs::write(out.join("unet/config.json"), "{}").unwrap();
+    std::fs::write(out.join("tokenizer/vocab.json"), "{}").unwrap();
+    let manifest_path = out.join(".ti-xla-manifest.json");
+    let mut manifest: Vec<String> =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest.extend(
+        [
+            "model_index.json",
+            "unet",
+            "unet/config.json",
+            "tokenizer",
+            "tokenizer/vocab.json",
+        ]
+        .map(String::from),
+    );
+    std::fs::write(&manifest_path, serde_json::to_string(&manifest).unwrap()).unwrap();
+    let before = snapshot(&out);
+    ok(&push(&hub, &home, Some(TOKEN), &out, &[]));
+    assert_eq!(snapshot(&out), before);
+    let files = hub.files("test-user/pipeline");
+    for f in [
+        "model_index.json",
+        "unet/config.json",
+        "tokenizer/vocab.json",
+    ] {
+        assert!(files.contains_key(f), "{f} in {:?}", files.keys());
+    }
+    let card = String::from_utf8_lossy(&files["README.md"]).to_string();
+    assert!(
+        card.contains("StableDiffusionPipeline.from_pretrained(\"test-user/pipeline\")"),
+        "{card}"
+    );
+}
