@@ -517,8 +517,14 @@ fn a_run_with_push_to_hub_uploads_its_files_and_a_model_card() {
         .join("hub/models--test-org--tiny-sd1/snapshots/1111111111111111111111111111111111111111");
     copy_dir(&fixture("tiny-sd1"), &snapshot_dir);
     let out = fresh_dir("cat-toy-embedding");
-    let run = hub_command(&hub, &home, Some(TOKEN))
-        .args(["train", "--pretrained_model_name_or_path"])
+    // The token as a flag: it must show up neither in the output nor in train_settings.json.
+    let run = hub_command(&hub, &home, None)
+        .args([
+            "train",
+            "--hub_token",
+            TOKEN,
+            "--pretrained_model_name_or_path",
+        ])
         .arg(&snapshot_dir)
         .arg("--train_data_dir")
         .arg(fixture("sample-images"))
@@ -560,6 +566,11 @@ fn a_run_with_push_to_hub_uploads_its_files_and_a_model_card() {
         .output()
         .unwrap();
     let text = ok(&run);
+    let settings = std::fs::read_to_string(out.join("train_settings.json")).unwrap();
+    assert!(
+        !settings.contains(TOKEN) && settings.contains("<cat-toy>"),
+        "{settings}"
+    );
     let repo = format!("{USER}/cat-toy-embedding");
     let (private, commits) = hub
         .repo(&repo)
