@@ -7,11 +7,13 @@
 //! - `io`: the file formats (safetensors weights and tensors, embeddings, pickles, atomic writes);
 //! - `data`: training images and captions;
 //! - `sampling`: the image pipeline `generate` and validation share;
+//! - `hub`: pushing results to a Hugging Face Hub model repo;
 //! - `train`, `generate`, `cli`: the commands.
 
 pub mod cli;
 pub mod data;
 pub mod generate;
+pub mod hub;
 pub mod io;
 pub mod model;
 pub mod pjrt;

@@ -4,6 +4,7 @@ mod devices;
 mod forward;
 mod generate;
 mod plot;
+mod push;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,9 @@ pub enum Command {
     Generate(Box<generate::GenerateArgs>),
     /// Redraw loss.png from the train_log.jsonl of a running or finished training run.
     Plot(plot::PlotArgs),
+    /// Upload a training output folder (embeddings, validation images, loss plot, a model
+    /// card) to a Hugging Face Hub model repo, creating it when missing.
+    Push(push::PushArgs),
     /// Learn a new token's embedding (Textual Inversion) from a folder of 3-5 photos.
     Train(Box<train::TrainArgs>),
 }
@@ -43,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Forward(args) => forward::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Plot(args) => plot::run(&args),
+        Command::Push(args) => push::run(&args),
         Command::Train(args) => train::run(&args),
     }
 }

@@ -36,7 +36,7 @@ const RETRIES: usize = 2;
 const LISTING_TRIES: u32 = 3;
 
 /// How long one request to the Hub may take: `TI_XLA_HUB_TIMEOUT_SECS`, default 60 s.
-fn request_timeout() -> Duration {
+pub fn request_timeout() -> Duration {
     let secs = std::env::var("TI_XLA_HUB_TIMEOUT_SECS")
         .ok()
         .and_then(|v| v.parse::<f64>().ok())

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use xla_graphs::optim::AdamWConfig;
 
 use crate::data::templates::LearnableProperty;
+use crate::hub::args::HubArgs;
 use crate::model::folder::ModelArgs;
 use crate::runtime::device::DeviceArgs;
 use crate::runtime::device::MixedPrecision;
@@ -208,6 +209,17 @@ pub struct TrainArgs {
     /// Replace the outputs of an earlier run in --output-dir.
     #[arg(long)]
     pub overwrite: bool,
+    /// At the end of training, push the embedding, validation images, loss plot and a model
+    /// card to a Hub model repo (created when missing; see --hub-model-id).
+    #[arg(long = "push-to-hub", alias = "push_to_hub")]
+    pub push_to_hub: bool,
+    /// Also push after each learned_embeds-steps-N save (implies --push-to-hub); a failed push
+    /// there is a warning and training goes on.
+    #[arg(long = "push-every-save", alias = "push_every_save")]
+    pub push_every_save: bool,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub hub: HubArgs,
     #[command(flatten)]
     #[serde(skip)]
     pub device: DeviceArgs,
@@ -255,6 +267,14 @@ pub struct AdamWArgs {
     /// AdamW epsilon.
     #[arg(long = "adam-epsilon", alias = "adam_epsilon", default_value_t = 1e-8)]
     pub adam_epsilon: f64,
+}
+
+impl TrainArgs {
+    /// Whether the run pushes to the Hub (at the end, and with --push-every-save after each
+    /// save).
+    pub fn pushes(&self) -> bool {
+        self.push_to_hub || self.push_every_save
+    }
 }
 
 impl AdamWArgs {

@@ -7,6 +7,7 @@ pub mod compile_only;
 pub mod loss_plot;
 pub mod lr_schedule;
 pub mod progress;
+pub mod settings;
 pub mod setup;
 pub mod step;
 pub mod trainer;

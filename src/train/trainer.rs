@@ -13,6 +13,7 @@ use xla_graphs::programs::train_step::{LatentSource, TrainStepInputs};
 use super::args::TrainArgs;
 use super::checkpoint::{self, RowState, TrainerState};
 use super::progress::{Progress, StepRecord};
+use super::settings::{self, RunSettings};
 use super::setup::{plan, RunPlan};
 use super::step::{
     cache_moments, compile_step, pixel_bytes, read_rows, step_config, upload_rows, CompiledStep,
@@ -20,6 +21,7 @@ use super::step::{
 };
 use super::validation::{self, Validation};
 use crate::data::dataset::{epoch_plan, Sample};
+use crate::hub::push::push_during_training;
 use crate::io::learned_embeds::write_learned_embeds;
 use crate::io::output_dir::{
     check_outside, has_previous, recover_previous, remove_stale_checkpoint_tmp, written_by_ti_xla,
@@ -101,6 +103,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         "learned_embeds.safetensors",
         "loss.png",
         "validation",
+        settings::FILE,
     ];
     let mut planned: Vec<PathBuf> = fixed.map(PathBuf::from).to_vec();
     planned.extend(log_root(args));
@@ -133,6 +136,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
     // Listed before they are written: a run killed from here on (SIGKILL, a second Ctrl-C)
     // leaves files the next run knows as ti-xla's.
     manifest.claim(&planned)?;
+    RunSettings::new(args, &run, devices)?.write(out)?;
     let result = trainer
         .run(state, rows)
         .and_then(|(steps, last_loss, rows)| {
@@ -352,6 +356,12 @@ impl<'a> Trainer<'a> {
                 let values = rows[0].rows.to_vec::<f32>()?;
                 let widths = run.folder.row_widths();
                 write_learned_embeds(&path, &args.placeholder_token, &values, &widths)?;
+                if args.push_every_save {
+                    self.manifest.save()?;
+                    if let Some(warning) = push_during_training(out, &args.hub) {
+                        progress.println(&warning);
+                    }
+                }
             }
             if checkpoint_due || stop {
                 let limit = args.checkpoints_total_limit;
@@ -525,6 +535,7 @@ fn is_run_output(name: &str, logs: Option<&Path>) -> bool {
         || name == "train_log.jsonl"
         || name == "validation"
         || name == "loss.png"
+        || name == settings::FILE
         || logs.is_some_and(|l| l == Path::new(name))
 }
 
@@ -549,7 +560,12 @@ fn earlier_run(out: &Path, manifest: &RunManifest, args: &TrainArgs) -> Result<V
         .filter(|n| is_run_output(&n.to_string_lossy(), logs.as_deref()))
         .collect();
     names.sort();
-    for fixed in ["learned_embeds.safetensors", "train_log.jsonl", "loss.png"] {
+    for fixed in [
+        "learned_embeds.safetensors",
+        "train_log.jsonl",
+        "loss.png",
+        settings::FILE,
+    ] {
         manifest.check_writable(Path::new(fixed))?;
     }
     let ours: Vec<PathBuf> = names.into_iter().filter(|n| manifest.owns(n)).collect();
