@@ -107,7 +107,7 @@ mod dataset {
         assert_eq!(set.len(), 2);
         assert!(set.paths[0].ends_with("a.bmp"), "file-name order");
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("notes.json"));
+        assert!(warnings[0].ends_with("notes.json"));
         // The second image is the pattern: centre crop + Pillow bicubic to 16x16.
         let want = ti_xla::data::image_file::load_rgb8(&super::data_file("pattern_crop_16x16.png"))
             .unwrap();

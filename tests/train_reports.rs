@@ -8,31 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod scratch;
-use scratch::{compile_cache, fixture, fresh_dir, ok};
+use scratch::{fixture, fresh_dir, ok, train_tiny};
 
 fn train(out: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ti-xla"))
-        .args(["train", "--pretrained_model_name_or_path"])
-        .arg(fixture("tiny-sd1"))
-        .arg("--train_data_dir")
-        .arg(fixture("sample-images"))
-        .args([
-            "--placeholder_token",
-            "<cat-toy>",
-            "--initializer_token",
-            "toy",
-        ])
-        .args(["--resolution", "16", "--train_batch_size", "2"])
-        .args(["--learning_rate", "5e-3", "--lr_scheduler", "linear"])
-        .args(["--lr_warmup_steps", "0", "--save_steps", "0"])
-        .args(["--max_train_steps", "12"])
-        .arg("--output_dir")
-        .arg(out)
-        .arg("--cache-dir")
-        .arg(compile_cache())
-        .args(extra)
-        .output()
-        .unwrap()
+    train_tiny(out, &fixture("sample-images"), extra)
 }
 
 fn ti_xla(args: &[&str]) -> Output {

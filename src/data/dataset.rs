@@ -34,9 +34,10 @@ pub struct Sample {
 }
 
 impl TrainImages {
-    /// Reads every image file of `dir`. Other files are skipped with a warning (returned);
-    /// an image that cannot be decoded is an error naming it; no image at all is an error.
-    pub fn load(dir: &Path, resolution: usize, center_crop: bool) -> Result<(Self, Vec<String>)> {
+    /// Reads every image file of `dir`. Other files are skipped (returned: the caller warns
+    /// of those that are not captions); an image that cannot be decoded is an error naming it;
+    /// no image at all is an error.
+    pub fn load(dir: &Path, resolution: usize, center_crop: bool) -> Result<(Self, Vec<PathBuf>)> {
         // Divisibility by the model's downsampling is the trainer's check: it knows the model.
         if resolution == 0 {
             bail!("--resolution must be positive");
@@ -48,7 +49,7 @@ impl TrainImages {
             .filter(|p| p.is_file())
             .collect();
         files.sort();
-        let mut warnings = Vec::new();
+        let mut skipped = Vec::new();
         let mut paths = Vec::new();
         let mut images = Vec::new();
         let mut size_conditions = Vec::new();
@@ -61,7 +62,7 @@ impl TrainImages {
                 continue;
             }
             if !has_image_extension(&path) {
-                warnings.push(format!("skipping {}: not an image file", path.display()));
+                skipped.push(path);
                 continue;
             }
             let rgb = load_rgb8(&path)?;
@@ -93,7 +94,7 @@ impl TrainImages {
                 resolution,
                 size_conditions,
             },
-            warnings,
+            skipped,
         ))
     }
 

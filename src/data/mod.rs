@@ -1,6 +1,7 @@
 //! Training data: image files read as RGB, cropped and resized as the reference trainers do,
-//! captions from the prompt templates, and the per-epoch order.
+//! captions from the prompt templates or caption files, and the per-epoch order.
 
+pub mod captions;
 pub mod dataset;
 pub mod image_file;
 pub mod resize;

@@ -71,17 +71,12 @@ impl LearnableProperty {
             LearnableProperty::Style => &STYLE_TEMPLATES,
         }
     }
-
-    /// Template `index` with `placeholder` (for several vectors, "P P_1 P_2") filled in.
-    pub fn caption(self, index: usize, placeholder: &str) -> String {
-        let templates = self.templates();
-        templates[index % templates.len()].replace("{}", placeholder)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::captions::with_placeholder;
 
     #[test]
     fn templates_match_the_reference_counts_and_ends() {
@@ -90,11 +85,11 @@ mod tests {
         assert_eq!(OBJECT_TEMPLATES.len(), 27);
         assert_eq!(STYLE_TEMPLATES.len(), 19);
         assert_eq!(
-            LearnableProperty::Object.caption(1, "<cat-toy>"),
+            with_placeholder(LearnableProperty::Object.templates()[1], "<cat-toy>"),
             "a rendering of a <cat-toy>"
         );
         assert_eq!(
-            LearnableProperty::Style.caption(0, "<s> <s>_1"),
+            with_placeholder(LearnableProperty::Style.templates()[0], "<s> <s>_1"),
             "a painting in the style of <s> <s>_1"
         );
         let all = OBJECT_TEMPLATES.iter().chain(STYLE_TEMPLATES.iter());

@@ -39,6 +39,28 @@ pub struct TrainArgs {
         default_value = "object"
     )]
     pub learnable_property: LearnableProperty,
+    /// Use each image's caption from the file beside it with this extension (`.txt`, or
+    /// kohya's `.caption`: `photo.png` and `photo.txt`) instead of the templates; the token
+    /// goes where the caption says `{}` or `[name]`, else in front. Images without one use the
+    /// templates [default: templates only].
+    #[arg(
+        long = "caption-extension",
+        alias = "caption_extension",
+        value_name = "EXT"
+    )]
+    pub caption_extension: Option<String>,
+    /// Train on an empty caption this fraction of the time (kohya's caption dropout: the
+    /// token then gets no gradient from that example) [default: 0].
+    #[arg(
+        long = "caption-dropout-rate",
+        alias = "caption_dropout_rate",
+        default_value_t = 0.0
+    )]
+    pub caption_dropout_rate: f64,
+    /// Your own caption templates instead of --learnable-property's: one per line, each with
+    /// `{}` or `[name]` where the token goes; `#` lines are comments.
+    #[arg(long, value_name = "FILE")]
+    pub templates: Option<PathBuf>,
     /// Embedding vectors for the token (P, P_1, ... in the prompt).
     #[arg(long = "num-vectors", alias = "num_vectors", default_value_t = 1)]
     pub num_vectors: usize,

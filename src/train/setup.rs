@@ -2,12 +2,15 @@
 //! tokens, the starting rows, the training images, the device set, the step count and the
 //! learning-rate schedule, each checked with an error that says what to change.
 
+use std::path::PathBuf;
+
 use anyhow::{bail, Context, Result};
 use xla_graphs::models::unet::UNet2DConditionModel;
 use xla_graphs::DType;
 
 use super::args::TrainArgs;
 use super::lr_schedule::LrSchedule;
+use crate::data::captions::{caption_path, Captions};
 use crate::data::dataset::TrainImages;
 use crate::model::component::Component;
 use crate::model::folder::ModelFolder;
@@ -32,6 +35,7 @@ pub struct RunPlan {
     /// Training image size: `--resolution`, else the model's (SDXL) or 512 (SD 1.x/2.x).
     pub resolution: usize,
     pub images: TrainImages,
+    pub captions: Captions,
     pub compute_dtype: DType,
     pub batches_per_epoch: usize,
     pub total_steps: usize,
@@ -72,6 +76,20 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
         .unwrap_or(512);
 
     let images = load_images(args, resolution)?;
+    let captions = Captions::load(
+        args.learnable_property,
+        args.templates.as_deref(),
+        &images.paths,
+        args.caption_extension.as_deref(),
+        args.caption_dropout_rate,
+    )?;
+    if args.caption_extension.is_some() {
+        eprintln!(
+            "captions: {} of {} image(s) have their own, the others use the templates",
+            captions.captioned(),
+            images.len()
+        );
+    }
     let unet = UNet2DConditionModel::new(folder.unet.clone())?;
     let multiple = folder.vae.downscale_factor() * unet.size_multiple() as usize;
     if !resolution.is_multiple_of(multiple) {
@@ -138,6 +156,7 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
         median_norms,
         resolution,
         images,
+        captions,
         compute_dtype,
         batches_per_epoch,
         total_steps,
@@ -214,6 +233,12 @@ fn check_numbers(args: &TrainArgs) -> Result<()> {
             bail!("--resolution {r} must be between 1 and {MAX_RESOLUTION}");
         }
     }
+    if !(0.0..=1.0).contains(&args.caption_dropout_rate) {
+        bail!(
+            "--caption-dropout-rate {} must be between 0 and 1 (0.05-0.1 is usual)",
+            args.caption_dropout_rate
+        );
+    }
     let positive = |v: f64| (v as f32).is_finite() && v > 0.0;
     if let Some(g) = args.snr_gamma.filter(|g| !positive(*g)) {
         bail!("--snr-gamma {g} must be a positive number (5 is usual)");
@@ -231,9 +256,13 @@ fn check_numbers(args: &TrainArgs) -> Result<()> {
 }
 
 fn load_images(args: &TrainArgs, resolution: usize) -> Result<TrainImages> {
-    let (images, warnings) = TrainImages::load(&args.train_data_dir, resolution, args.center_crop)?;
-    for w in warnings {
-        eprintln!("warning: {w}");
+    let (images, skipped) = TrainImages::load(&args.train_data_dir, resolution, args.center_crop)?;
+    let captions: Vec<PathBuf> = match &args.caption_extension {
+        Some(ext) => images.paths.iter().map(|p| caption_path(p, ext)).collect(),
+        None => Vec::new(),
+    };
+    for path in skipped.iter().filter(|p| !captions.contains(p)) {
+        eprintln!("warning: skipping {}: not an image file", path.display());
     }
     Ok(images)
 }

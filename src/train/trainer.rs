@@ -391,7 +391,7 @@ impl<'a> Trainer<'a> {
 
     fn epoch_order(&self, epoch: u64) -> Vec<Sample> {
         let args = self.args;
-        let templates = args.learnable_property.templates().len();
+        let templates = self.run.captions.template_count();
         epoch_plan(
             args.seed,
             epoch,
@@ -420,7 +420,8 @@ impl<'a> Trainer<'a> {
             state.position = 0;
             *order = self.epoch_order(state.epoch);
         }
-        let samples = &order[state.position..state.position + global];
+        let start = state.position;
+        let samples = &order[start..start + global];
         state.position += global;
         // As the Flax trainer: (dropout, sample, next) = split(key, 3) each step.
         let keys = Key::from_data(state.key).split(3);
@@ -429,7 +430,8 @@ impl<'a> Trainer<'a> {
             .map(|d| {
                 let shard = &samples[d * per_device..(d + 1) * per_device];
                 let first = (d * per_device) as i32;
-                self.device_batch(shard, (keys[1], first), d, lr, state.step, apply)
+                let at = (state.epoch, start + d * per_device);
+                self.device_batch(shard, at, (keys[1], first), d, lr, state.step, apply)
             })
             .collect::<Result<Vec<_>>>()?;
         let inputs: Vec<TrainStepInputs<&DeviceBuffer>> = batches
@@ -462,10 +464,13 @@ impl<'a> Trainer<'a> {
         Ok((next, first.loss))
     }
 
-    /// Device `device`'s shard of the batch, its key and the step's scalars, uploaded.
+    /// Device `device`'s shard of the batch (from `position` of epoch `epoch`), its key and
+    /// the step's scalars, uploaded.
+    #[allow(clippy::too_many_arguments)]
     fn device_batch(
         &self,
         shard: &[Sample],
+        (epoch, position): (u64, usize),
         (key, first_index): (Key, i32),
         device: usize,
         lr: f64,
@@ -476,10 +481,11 @@ impl<'a> Trainer<'a> {
         let b = shard.len() as i64;
         let seq_len = run.tokenizers.max_length();
         let mut ids: Vec<Vec<i32>> = vec![Vec::new(); run.tokenizers.all.len()];
-        for s in shard {
-            let caption = args
-                .learnable_property
-                .caption(s.template, &run.placeholder_text);
+        for (i, s) in shard.iter().enumerate() {
+            let dropped = run.captions.dropped(args.seed, epoch, position + i);
+            let caption = run
+                .captions
+                .text(s.image, s.template, &run.placeholder_text, dropped);
             for (all, one) in ids.iter_mut().zip(run.tokenizers.encode(&caption)?) {
                 all.extend(one);
             }
@@ -657,6 +663,22 @@ fn fingerprint(args: &TrainArgs, run: &RunPlan, devices: usize) -> HashMap<Strin
         ("compute_dtype", run.compute_dtype.to_string()),
     ]
     .into_iter()
+    // Settings of the options, only when used (checkpoints made without them still match).
+    .chain(
+        [
+            ("caption_extension", args.caption_extension.clone()),
+            (
+                "caption_dropout_rate",
+                (args.caption_dropout_rate > 0.0).then(|| args.caption_dropout_rate.to_string()),
+            ),
+            (
+                "templates",
+                args.templates.as_ref().map(|t| t.display().to_string()),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?))),
+    )
     .map(|(k, v)| (k.to_string(), v))
     .collect()
 }

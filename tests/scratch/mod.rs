@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 #[path = "../fixtures_path/mod.rs"]
 mod fixtures_path;
@@ -55,4 +55,32 @@ pub fn logged_losses(out: &Path) -> Vec<f64> {
                 .unwrap()
         })
         .collect()
+}
+
+/// `ti-xla train` on the tiny SD 1.x fixture and the sample images: 12 steps of batch 2 at
+/// 16 px, lr 5e-3 with the linear schedule, no saves but the final one, the shared compile
+/// cache, then `extra`.
+pub fn train_tiny(out: &Path, images: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ti-xla"))
+        .args(["train", "--pretrained_model_name_or_path"])
+        .arg(fixture("tiny-sd1"))
+        .arg("--train_data_dir")
+        .arg(images)
+        .args([
+            "--placeholder_token",
+            "<cat-toy>",
+            "--initializer_token",
+            "toy",
+        ])
+        .args(["--resolution", "16", "--train_batch_size", "2"])
+        .args(["--learning_rate", "5e-3", "--lr_scheduler", "linear"])
+        .args(["--lr_warmup_steps", "0", "--save_steps", "0"])
+        .args(["--max_train_steps", "12"])
+        .arg("--output_dir")
+        .arg(out)
+        .arg("--cache-dir")
+        .arg(compile_cache())
+        .args(extra)
+        .output()
+        .unwrap()
 }
