@@ -183,3 +183,66 @@ mod dataset {
         assert!(a.windows(2).any(|w| w[0].image != w[1].image));
     }
 }
+
+/// `--masked-loss`'s latent masks against scripts/make_mask_fixtures.py (Pillow and numpy):
+/// from an alpha channel and from a `.mask.png`, squashed and centre-cropped, plain and
+/// mirrored.
+#[test]
+fn loss_masks_match_the_script_reference() {
+    use ti_xla::data::dataset::Sample;
+    use ti_xla::data::loss_masks::LossMasks;
+    let dir = data_file("masks");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let resolution = expected["resolution"].as_u64().unwrap() as usize;
+    let factor = expected["factor"].as_u64().unwrap() as usize;
+    let names = ["alpha.png", "banded.png"];
+    let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+    for crop in [false, true] {
+        let masks = LossMasks::load(&paths, resolution, crop, factor).unwrap();
+        assert_eq!(masks.masked, 2);
+        for (image, name) in names.iter().enumerate() {
+            for flip in [false, true] {
+                let got = masks.batch(&[Sample {
+                    image,
+                    template: 0,
+                    flip,
+                }]);
+                let want = &expected[name][crop.to_string()][flip as usize];
+                let want: Vec<f64> = want
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect();
+                assert_eq!(got.len(), want.len());
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .fold(0f64, |m, (g, w)| m.max((*g as f64 - w).abs()));
+                assert!(worst <= 1e-6, "{name} crop {crop} flip {flip}: {worst:.1e}");
+            }
+        }
+    }
+    // An image without alpha or mask file weighs every pixel 1; a mask of another size is
+    // refused by name.
+    let plain = [data_file("pattern.png")];
+    let masks = LossMasks::load(&plain, resolution, false, factor).unwrap();
+    assert_eq!(masks.masked, 0);
+    let one = Sample {
+        image: 0,
+        template: 0,
+        flip: false,
+    };
+    assert!(masks.batch(&[one]).iter().all(|&v| v == 1.0));
+    let odd = std::env::temp_dir().join(format!("ti-xla-mask-{}", std::process::id()));
+    std::fs::create_dir_all(&odd).unwrap();
+    std::fs::copy(dir.join("banded.png"), odd.join("x.png")).unwrap();
+    std::fs::copy(data_file("pattern.png"), odd.join("x.mask.png")).unwrap();
+    let err = LossMasks::load(&[odd.join("x.png")], resolution, false, factor)
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap();
+    assert!(err.contains("x.mask.png") && err.contains("size"), "{err}");
+    std::fs::remove_dir_all(&odd).unwrap();
+}

@@ -2,7 +2,8 @@
 //! dropout, checked through whole runs: a caption file saying what a one-line template says
 //! gives the run of that template bit for bit (so the caption is what the text encoder read),
 //! `[name]` and a caption without a mark place the token as documented, and dropping every
-//! caption leaves the token without gradient (its row then only decays: closed form).
+//! caption leaves the token without gradient (its row then only decays: closed form); and
+//! `--masked-loss` reading `.mask.png` files.
 
 use std::path::{Path, PathBuf};
 
@@ -189,4 +190,49 @@ fn bad_template_files_and_rates_are_one_line_errors() {
         !result.status.success() && err.contains("chelsea-1.txt") && err.contains("UTF-8"),
         "{err}"
     );
+}
+
+/// `--masked-loss` end to end: white `.mask.png` files weigh every pixel 1, so the run is the
+/// unmasked run bit for bit, and the mask files are masks, not training images; black masks
+/// leave the token without gradient (the initializer's row, as with dropped captions).
+#[test]
+fn masked_loss_reads_mask_files_beside_the_images() {
+    let plain = images("unmasked", None);
+    let want = run("unmasked-run", &plain, &[]);
+    for (name, level) in [("white", 255u8), ("black", 0)] {
+        let dir = images(name, None);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let (w, h) = image::image_dimensions(&path).unwrap();
+            let mask = image::GrayImage::from_pixel(w, h, image::Luma([level]));
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            mask.save(dir.join(format!("{stem}.mask.png"))).unwrap();
+        }
+        let out = fresh_dir(&format!("{name}-run"));
+        let result = train_tiny(&out, &dir, &["--masked-loss", "--adam-weight-decay", "0"]);
+        ok(&result);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(stderr.contains("4 of 4 image(s) have a mask"), "{stderr}");
+        assert!(
+            stderr.contains("4 image(s), 12 steps"),
+            "masks are not images: {stderr}"
+        );
+        if level == 255 {
+            let unmasked = run("unmasked-nodecay", &plain, &["--adam-weight-decay", "0"]);
+            assert_eq!(row(&out), row(&unmasked));
+            // The masked program sums in another order: losses equal to f32 rounding.
+            let losses = |o: &Path| -> Vec<f64> {
+                log(o)
+                    .lines()
+                    .map(|l| l.split(' ').nth(1).unwrap().parse().unwrap())
+                    .collect()
+            };
+            for (a, b) in losses(&out).iter().zip(losses(&unmasked)) {
+                assert!(((a - b) / b).abs() <= 1e-6, "{a} vs {b}");
+            }
+        } else {
+            assert_eq!(row(&out), initializer_row());
+        }
+    }
+    assert_ne!(row(&want), initializer_row());
 }

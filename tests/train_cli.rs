@@ -415,6 +415,7 @@ fn eval_loss(row: &[f32]) -> f64 {
         noise: Some(&noise),
         timesteps: Some(&timesteps),
         offset_noise: None,
+        loss_mask: None,
     };
     let out = step.run(&[inputs]).unwrap().remove(0);
     out.loss.to_vec::<f32>().unwrap()[0] as f64

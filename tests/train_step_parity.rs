@@ -193,6 +193,7 @@ fn check_step(model: &str, latents: LatentSource, gradient_kernels: GradientKern
             noise: Some(&noise),
             timesteps: Some(&timesteps),
             offset_noise: None,
+            loss_mask: None,
         };
         let out = step.run(&[inputs]).unwrap().remove(0);
         let read = |b: &DeviceBuffer| b.to_vec::<f32>().unwrap();
@@ -320,6 +321,7 @@ fn run_options(
     (from, to): (usize, usize),
     noise: Option<Vec<f32>>,
     offset_noise: Option<Vec<f32>>,
+    loss_mask: Option<Vec<f32>>,
 ) -> StepRun {
     let r = reference(model);
     let folder = ModelFolder::open(fixture(model).to_str().unwrap(), None, None).unwrap();
@@ -383,6 +385,10 @@ fn run_options(
         let dims = [batch as i64, noise_dims[1], 1, 1];
         client.buffer_from_host(&o, &dims, 0).unwrap()
     });
+    let loss_mask = loss_mask.map(|m| {
+        let dims = [batch as i64, 1, noise_dims[2], noise_dims[3]];
+        client.buffer_from_host(&m, &dims, 0).unwrap()
+    });
     let lr = client
         .buffer_from_host(&[r.meta("learning_rate") as f32], &[], 0)
         .unwrap();
@@ -423,6 +429,7 @@ fn run_options(
             noise: Some(&noise),
             timesteps: Some(&timesteps),
             offset_noise: offset_noise.as_ref(),
+            loss_mask: loss_mask.as_ref(),
         };
         outs.push(step.run(&[inputs]).unwrap().remove(0));
     }
@@ -474,10 +481,10 @@ fn min_snr_gamma_weights_each_samples_loss_by_its_timestep() {
             snr_gamma: Some(gamma),
             ..Default::default()
         };
-        let weighted = run_options(model, options, (0, b), None, None);
+        let weighted = run_options(model, options, (0, b), None, None, None);
         let (mut loss, mut grad) = (0.0, vec![0.0; weighted.grad.len()]);
         for (i, &snr) in snrs.iter().enumerate() {
-            let one = run_options(model, StepOptions::default(), (i, i + 1), None, None);
+            let one = run_options(model, StepOptions::default(), (i, i + 1), None, None, None);
             let w = weight(snr) / b as f64;
             loss += w * one.loss;
             for (g, o) in grad.iter_mut().zip(&one.grad) {
@@ -499,7 +506,7 @@ fn min_snr_gamma_weights_each_samples_loss_by_its_timestep() {
             &format!("{model} min-snr gradient"),
         );
         // Not the plain step: the weights are not all 1.
-        let plain = run_options(model, StepOptions::default(), (0, b), None, None);
+        let plain = run_options(model, StepOptions::default(), (0, b), None, None, None);
         assert!(
             ((plain.loss - loss) / loss).abs() > 1e-3,
             "{model}: weights changed nothing"
@@ -523,17 +530,24 @@ fn noise_offset_adds_a_per_channel_draw_to_the_noise() {
         noise_offset: offset,
         ..Default::default()
     };
-    let with = run_options(model, options, (0, b), None, Some(draws.clone()));
+    let with = run_options(model, options, (0, b), None, Some(draws.clone()), None);
     let shifted: Vec<f32> = noise
         .iter()
         .enumerate()
         .map(|(i, &n)| (n + offset * draws[i / hw] as f64) as f32)
         .collect();
-    let plain = run_options(model, StepOptions::default(), (0, b), Some(shifted), None);
+    let plain = run_options(
+        model,
+        StepOptions::default(),
+        (0, b),
+        Some(shifted),
+        None,
+        None,
+    );
     assert!(((with.loss - plain.loss) / plain.loss).abs() <= 1e-6);
     let want: Vec<f64> = plain.grad.iter().map(|&g| g as f64).collect();
     assert_close(&with.grad, &want, 1e-5, "noise-offset gradient");
-    let unshifted = run_options(model, StepOptions::default(), (0, b), None, None);
+    let unshifted = run_options(model, StepOptions::default(), (0, b), None, None, None);
     assert!(
         (with.loss - unshifted.loss).abs() > 1e-6,
         "the offset changed nothing"
@@ -545,7 +559,7 @@ fn noise_offset_adds_a_per_channel_draw_to_the_noise() {
 #[test]
 fn embedding_norm_options_rescale_and_clamp_the_updated_rows() {
     let model = "tiny-sd1";
-    let plain = run_options(model, StepOptions::default(), (0, 2), None, None);
+    let plain = run_options(model, StepOptions::default(), (0, 2), None, None, None);
     let width = reference(model).get("rows").0[1];
     let norms: Vec<f64> = plain
         .rows
@@ -557,7 +571,7 @@ fn embedding_norm_options_rescale_and_clamp_the_updated_rows() {
         preserve_norm: Some(vec![target]),
         ..Default::default()
     };
-    let got = run_options(model, preserve, (0, 2), None, None);
+    let got = run_options(model, preserve, (0, 2), None, None, None);
     let want: Vec<f64> = plain
         .rows
         .chunks(width)
@@ -571,7 +585,7 @@ fn embedding_norm_options_rescale_and_clamp_the_updated_rows() {
         max_norm: Some(max),
         ..Default::default()
     };
-    let got = run_options(model, clamp, (0, 2), None, None);
+    let got = run_options(model, clamp, (0, 2), None, None, None);
     let want: Vec<f64> = plain
         .rows
         .chunks(width)
@@ -583,6 +597,46 @@ fn embedding_norm_options_rescale_and_clamp_the_updated_rows() {
         max_norm: Some(norms.iter().copied().fold(0.0, f64::max) * 2.0),
         ..Default::default()
     };
-    let got = run_options(model, loose, (0, 2), None, None);
+    let got = run_options(model, loose, (0, 2), None, None, None);
     assert_eq!(got.rows, plain.rows, "a loose clamp leaves the rows");
+}
+
+/// Masked loss: the weighted mean is linear in the mask, so complementary masks M and 1 - M
+/// give losses and gradients that add up to the unmasked step's, and the mask of ones is the
+/// unmasked step; a mask that varies over the pixels gives neither half of it.
+#[test]
+fn masked_loss_weighs_each_latent_pixel() {
+    let model = "tiny-sd1";
+    let (shape, _) = reference(model).get("noise").clone();
+    let (b, h, w) = (shape[0], shape[2], shape[3]);
+    // Per sample, a different ramp over the pixels in [0, 1].
+    let mask: Vec<f32> = (0..b * h * w)
+        .map(|i| ((i % (h * w)) as f32 / (h * w - 1) as f32 + (i / (h * w)) as f32 * 0.3) % 1.0)
+        .collect();
+    let rest: Vec<f32> = mask.iter().map(|m| 1.0 - m).collect();
+    let masked = StepOptions {
+        masked_loss: true,
+        ..Default::default()
+    };
+    let plain = run_options(model, StepOptions::default(), (0, b), None, None, None);
+    let a = run_options(model, masked.clone(), (0, b), None, None, Some(mask));
+    let c = run_options(model, masked.clone(), (0, b), None, None, Some(rest));
+    let ones = run_options(
+        model,
+        masked,
+        (0, b),
+        None,
+        None,
+        Some(vec![1.0; b * h * w]),
+    );
+    assert!(((a.loss + c.loss - plain.loss) / plain.loss).abs() <= 1e-5);
+    let sum: Vec<f32> = a.grad.iter().zip(&c.grad).map(|(x, y)| x + y).collect();
+    let want: Vec<f64> = plain.grad.iter().map(|&g| g as f64).collect();
+    assert_close(&sum, &want, 1e-5, "complementary masks' gradients");
+    assert!(((ones.loss - plain.loss) / plain.loss).abs() <= 1e-6);
+    assert_eq!(ones.grad, plain.grad, "the mask of ones is the plain step");
+    assert!(
+        ((a.loss - plain.loss / 2.0) / plain.loss).abs() > 1e-3,
+        "the mask varies"
+    );
 }

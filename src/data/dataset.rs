@@ -102,6 +102,23 @@ impl TrainImages {
         self.images.len()
     }
 
+    /// Keeps the images whose path passes `keep`.
+    pub fn retain(&mut self, keep: impl Fn(&Path) -> bool) {
+        fn keep_where<T>(v: &mut Vec<T>, kept: &[bool]) {
+            let all = std::mem::take(v);
+            v.extend(
+                all.into_iter()
+                    .zip(kept)
+                    .filter(|(_, k)| **k)
+                    .map(|(x, _)| x),
+            );
+        }
+        let kept: Vec<bool> = self.paths.iter().map(|p| keep(p)).collect();
+        keep_where(&mut self.images, &kept);
+        keep_where(&mut self.size_conditions, &kept);
+        keep_where(&mut self.paths, &kept);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.images.is_empty()
     }

@@ -29,6 +29,11 @@ const MAX_ALLOC: u64 = 1 << 30;
 /// [`MAX_SIDE`] or [`MAX_PIXELS`] are refused before any pixel is decoded (a few bytes can
 /// declare a 100000 x 100000 image), and a JPEG cut short is refused rather than read grey.
 pub fn load_rgb8(path: &Path) -> Result<Rgb8> {
+    Ok(to_rgb8(load_image(path)?))
+}
+
+/// Loads `path` upright with the checks of [`load_rgb8`], as decoded (alpha kept).
+pub fn load_image(path: &Path) -> Result<DynamicImage> {
     let what = || format!("cannot read image {}", path.display());
     let reader = ImageReader::open(path)
         .with_context(what)?
@@ -63,7 +68,7 @@ pub fn load_rgb8(path: &Path) -> Result<Rgb8> {
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).with_context(what)?;
     img.apply_orientation(orientation);
-    Ok(to_rgb8(img))
+    Ok(img)
 }
 
 /// Whether a JPEG's last scan (SOS, FF DA) is followed by its end-of-image marker (FF D9). An

@@ -4,5 +4,6 @@
 pub mod captions;
 pub mod dataset;
 pub mod image_file;
+pub mod loss_masks;
 pub mod resize;
 pub mod templates;

@@ -222,6 +222,11 @@ pub struct TrainArgs {
         value_name = "NORM"
     )]
     pub max_embedding_norm: Option<f64>,
+    /// Weigh the loss per pixel by each image's alpha channel, or by `NAME.mask.png` beside it
+    /// (white counts, black not), as kohya's --masked_loss: train on the subject, not its
+    /// background. Images with neither count everywhere.
+    #[arg(long = "masked-loss", alias = "masked_loss")]
+    pub masked_loss: bool,
     /// Devices to train on [default: every local device].
     #[arg(long = "num-devices", alias = "num_devices")]
     pub num_devices: Option<usize>,

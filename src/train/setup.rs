@@ -12,6 +12,7 @@ use super::args::TrainArgs;
 use super::lr_schedule::LrSchedule;
 use crate::data::captions::{caption_path, Captions};
 use crate::data::dataset::TrainImages;
+use crate::data::loss_masks::{is_mask_file, LossMasks};
 use crate::model::component::Component;
 use crate::model::folder::ModelFolder;
 use crate::model::tokenizer::placeholder_token_names;
@@ -36,6 +37,8 @@ pub struct RunPlan {
     pub resolution: usize,
     pub images: TrainImages,
     pub captions: Captions,
+    /// With --masked-loss, each image's latent-size loss weights.
+    pub masks: Option<LossMasks>,
     pub compute_dtype: DType,
     pub batches_per_epoch: usize,
     pub total_steps: usize,
@@ -76,6 +79,19 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
         .unwrap_or(512);
 
     let images = load_images(args, resolution)?;
+    let masks = match args.masked_loss {
+        true => {
+            let factor = folder.vae.downscale_factor();
+            let masks = LossMasks::load(&images.paths, resolution, args.center_crop, factor)?;
+            eprintln!(
+                "masked loss: {} of {} image(s) have a mask (alpha or .mask.png), the others count everywhere",
+                masks.masked,
+                images.len()
+            );
+            Some(masks)
+        }
+        false => None,
+    };
     let captions = Captions::load(
         args.learnable_property,
         args.templates.as_deref(),
@@ -157,6 +173,7 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
         resolution,
         images,
         captions,
+        masks,
         compute_dtype,
         batches_per_epoch,
         total_steps,
@@ -256,7 +273,29 @@ fn check_numbers(args: &TrainArgs) -> Result<()> {
 }
 
 fn load_images(args: &TrainArgs, resolution: usize) -> Result<TrainImages> {
-    let (images, skipped) = TrainImages::load(&args.train_data_dir, resolution, args.center_crop)?;
+    let (mut images, skipped) =
+        TrainImages::load(&args.train_data_dir, resolution, args.center_crop)?;
+    // Mask files are masks with --masked-loss; without it they are images like the others.
+    let masks: Vec<PathBuf> = images
+        .paths
+        .iter()
+        .filter(|p| is_mask_file(p))
+        .cloned()
+        .collect();
+    if args.masked_loss {
+        images.retain(|p| !is_mask_file(p));
+        if images.is_empty() {
+            bail!(
+                "{} holds only mask files (*.mask.png): add the photos they mask",
+                args.train_data_dir.display()
+            );
+        }
+    } else if let Some(m) = masks.first() {
+        eprintln!(
+            "warning: {} is trained on as an image; pass --masked-loss to use it as a loss mask",
+            m.display()
+        );
+    }
     let captions: Vec<PathBuf> = match &args.caption_extension {
         Some(ext) => images.paths.iter().map(|p| caption_path(p, ext)).collect(),
         None => Vec::new(),

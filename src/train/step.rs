@@ -79,6 +79,7 @@ pub fn step_config(
             noise_offset: args.noise_offset,
             preserve_norm: args.preserve_embedding_norm.then(|| median_norms.to_vec()),
             max_norm: args.max_embedding_norm,
+            masked_loss: args.masked_loss,
         },
     })
 }

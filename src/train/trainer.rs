@@ -262,6 +262,7 @@ struct DeviceBatch {
     apply: DeviceBuffer,
     pixel_values: Option<DeviceBuffer>,
     moment_index: Option<DeviceBuffer>,
+    loss_mask: Option<DeviceBuffer>,
 }
 
 impl<'a> Trainer<'a> {
@@ -455,6 +456,7 @@ impl<'a> Trainer<'a> {
                 noise: None,
                 timesteps: None,
                 offset_noise: None,
+                loss_mask: b.loss_mask.as_ref(),
             })
             .collect();
         let mut outputs = self.step.run(&inputs)?.into_iter();
@@ -529,6 +531,13 @@ impl<'a> Trainer<'a> {
             apply: scalar(if apply { 1.0 } else { 0.0 })?,
             pixel_values,
             moment_index,
+            loss_mask: match &run.masks {
+                Some(m) => {
+                    let dims = [b, 1, m.size as i64, m.size as i64];
+                    Some(client.buffer_from_host(&m.batch(shard), &dims, device)?)
+                }
+                None => None,
+            },
         })
     }
 }
@@ -675,6 +684,7 @@ fn fingerprint(args: &TrainArgs, run: &RunPlan, devices: usize) -> HashMap<Strin
                 "templates",
                 args.templates.as_ref().map(|t| t.display().to_string()),
             ),
+            ("masked_loss", args.masked_loss.then(|| "true".to_string())),
         ]
         .into_iter()
         .filter_map(|(k, v)| Some((k, v?))),

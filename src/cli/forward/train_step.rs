@@ -266,6 +266,7 @@ fn run_twice(
             noise: Some(&noise),
             timesteps: Some(&timesteps),
             offset_noise: None,
+            loss_mask: None,
         };
         outs.push(step.run(&[inputs])?.remove(0));
     }

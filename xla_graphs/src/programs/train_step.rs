@@ -83,6 +83,9 @@ pub struct StepOptions {
     pub preserve_norm: Option<Vec<f64>>,
     /// After each update (and the rescaling), each row part clamped to at most this norm.
     pub max_norm: Option<f64>,
+    /// Weigh each latent pixel's squared error by the `loss_mask` input (kohya's masked
+    /// loss: the mean over all elements of the weighted errors).
+    pub masked_loss: bool,
 }
 
 crate::program_args! {
@@ -132,6 +135,8 @@ crate::program_args! {
         pub timesteps: Option<T>,
         /// Given `[B, C, 1, 1]` f32 noise-offset draws (with `noise_offset` set).
         pub offset_noise: Option<T>,
+        /// `[B, 1, h, w]` f32 per-pixel loss weights (with `masked_loss`).
+        pub loss_mask: Option<T>,
     }
 }
 
@@ -215,6 +220,10 @@ impl TrainStepConfig {
             timesteps: explicit.then(|| Arg::sharded(DType::I32, &[b])),
             offset_noise: (explicit && self.options.noise_offset != 0.0)
                 .then(|| Arg::sharded(DType::F32, &[b, ch, 1, 1])),
+            loss_mask: self
+                .options
+                .masked_loss
+                .then(|| Arg::sharded(DType::F32, &[b, 1, h, h])),
         }
     }
 }
@@ -289,13 +298,18 @@ pub fn build_train_step(c: &TrainStepConfig) -> Result<TrainStep> {
     })?;
     let diff = pred.convert(DType::F32)?.subtract(&target)?;
     let count = diff.dims().iter().product::<i64>() as f64;
+    let squared = match &x.loss_mask {
+        Some(mask) => diff.square()?.multiply(&mask.broadcast_to(&diff.dims())?)?,
+        None if c.options.masked_loss => return Err(missing("loss_mask")),
+        None => diff.square()?,
+    };
     let loss = match c.options.snr_gamma {
-        None => diff.square()?.sum_all()?.mul_scalar(1.0 / count)?,
+        None => squared.sum_all()?.mul_scalar(1.0 / count)?,
         // Each sample's mean over (C, h, w), weighted by its timestep's weight, then the mean
         // over the batch (diffusers' order of reduction).
         Some(gamma) => {
             let weights = min_snr_weights(c.noise.prediction_type, &alphas_cumprod, gamma);
-            diff.square()?
+            squared
                 .reduce_sum(&[1, 2, 3])?
                 .mul_scalar(b as f64 / count)?
                 .multiply(&per_timestep(&weights, &timesteps)?)?
