@@ -93,28 +93,28 @@ fn max_rel(got: &[f32], want: &[f64]) -> (f64, f64) {
     (abs, abs / scale)
 }
 
-/// `gradient_kernels`: the UNet's input gradients use pre-reversed kernels (the CPU trainer's
-/// setting) or reverse them in the program (GPU/TPU); both must match the reference.
-fn check_step(model: &str, latents: LatentSource, gradient_kernels: GradientKernels) {
-    let r = reference(model);
-    let folder = ModelFolder::open(fixture(model).to_str().unwrap(), None, None).unwrap();
-    let client = ti_xla::testing::cpu_client(1).unwrap();
-    let (px_shape, _) = r.get("pixel_values");
-    let (rows_shape, _) = r.get("rows");
-    let (batch, resolution) = (px_shape[0], px_shape[2]);
-    let noise = serde_json::from_value::<NoiseScheduleConfig>(folder.scheduler.clone()).unwrap();
-    let config = TrainStepConfig {
+/// The f32, one-device step with given randomness for the reference's model and optimizer
+/// settings; `(batch, resolution, num_vectors)`.
+fn reference_config(
+    r: &Reference,
+    folder: &ModelFolder,
+    (batch, resolution, num_vectors): (usize, usize, usize),
+    latents: LatentSource,
+    gradient_kernels: GradientKernels,
+    options: xla_graphs::programs::train_step::StepOptions,
+) -> TrainStepConfig {
+    TrainStepConfig {
         text_encoder: folder.text_encoder.clone(),
         text_encoder_2: None,
         unet: folder.unet.clone(),
         vae: folder.vae.clone(),
-        noise,
+        noise: serde_json::from_value::<NoiseScheduleConfig>(folder.scheduler.clone()).unwrap(),
         compute_dtype: DType::F32,
         vae_dtype: DType::F32,
         batch,
         resolution,
         seq_len: 77,
-        num_vectors: rows_shape[0],
+        num_vectors,
         num_devices: 1,
         latents,
         adamw: AdamWConfig {
@@ -126,8 +126,28 @@ fn check_step(model: &str, latents: LatentSource, gradient_kernels: GradientKern
         gradient_accumulation_steps: 1,
         explicit_randomness: true,
         gradient_kernels,
-        options: Default::default(),
-    };
+        options,
+    }
+}
+
+/// `gradient_kernels`: the UNet's input gradients use pre-reversed kernels (the CPU trainer's
+/// setting) or reverse them in the program (GPU/TPU); both must match the reference.
+fn check_step(model: &str, latents: LatentSource, gradient_kernels: GradientKernels) {
+    let r = reference(model);
+    let folder = ModelFolder::open(fixture(model).to_str().unwrap(), None, None).unwrap();
+    let client = ti_xla::testing::cpu_client(1).unwrap();
+    let (px_shape, _) = r.get("pixel_values");
+    let (rows_shape, _) = r.get("rows");
+    let (batch, resolution) = (px_shape[0], px_shape[2]);
+    let shape = (batch, resolution, rows_shape[0]);
+    let config = reference_config(
+        &r,
+        &folder,
+        shape,
+        latents,
+        gradient_kernels,
+        Default::default(),
+    );
     let step = compile_step(&client, &folder, &config).unwrap();
 
     let pixels = r.upload(&client, "pixel_values", DType::F32);
@@ -330,31 +350,15 @@ fn run_options(
     let (rows_shape, rows) = r.get("rows");
     let resolution = px_shape[2];
     let batch = to - from;
-    let config = TrainStepConfig {
-        text_encoder: folder.text_encoder.clone(),
-        text_encoder_2: None,
-        unet: folder.unet.clone(),
-        vae: folder.vae.clone(),
-        noise: serde_json::from_value::<NoiseScheduleConfig>(folder.scheduler.clone()).unwrap(),
-        compute_dtype: DType::F32,
-        vae_dtype: DType::F32,
-        batch,
-        resolution,
-        seq_len: 77,
-        num_vectors: rows_shape[0],
-        num_devices: 1,
-        latents: LatentSource::Encode,
-        adamw: AdamWConfig {
-            beta1: r.meta("adam_beta1"),
-            beta2: r.meta("adam_beta2"),
-            weight_decay: r.meta("adam_weight_decay"),
-            epsilon: r.meta("adam_epsilon"),
-        },
-        gradient_accumulation_steps: 1,
-        explicit_randomness: true,
-        gradient_kernels: GradientKernels::Uploaded,
+    let shape = (batch, resolution, rows_shape[0]);
+    let config = reference_config(
+        &r,
+        &folder,
+        shape,
+        LatentSource::Encode,
+        GradientKernels::Uploaded,
         options,
-    };
+    );
     let step = compile_step(&client, &folder, &config).unwrap();
     // Samples from..to of a reference tensor, as f32 or i32 on the device.
     let slice = |name: &str| -> (Vec<i64>, Vec<f64>) {

@@ -10,6 +10,7 @@ use super::error::{PjrtError, Result};
 use super::event::await_and_destroy;
 use super::ffi;
 use super::plugin::{pjrt_call, Args, Plugin};
+use super::program_code::ProgramCode;
 
 /// A program compiled for a fixed set of devices.
 pub struct LoadedExecutable {
@@ -48,13 +49,8 @@ impl Client {
             )));
         }
         let encoded = options.encode();
-        let format = "mlir";
-        let mut code = program.as_bytes().to_vec();
-        let mut prog = ffi::PJRT_Program::new();
-        prog.code = code.as_mut_ptr() as *mut std::os::raw::c_char;
-        prog.code_size = code.len();
-        prog.format = format.as_ptr() as *const std::os::raw::c_char;
-        prog.format_size = format.len();
+        let mut code = ProgramCode::new(program);
+        let prog = code.program();
         let mut args = ffi::PJRT_Client_Compile_Args::new();
         args.client = self.raw;
         args.program = &prog;

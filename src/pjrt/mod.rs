@@ -12,6 +12,7 @@ mod error;
 mod event;
 mod executable;
 pub(crate) mod plugin;
+mod program_code;
 mod quiet;
 mod topology;
 

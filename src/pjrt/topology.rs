@@ -8,6 +8,7 @@ use super::compile_options::CompileOptions;
 use super::error::{PjrtError, Result};
 use super::ffi;
 use super::plugin::{pjrt_call, plugin_string, Args, Plugin};
+use super::program_code::ProgramCode;
 
 /// A device topology the plugin made from a name; no device is opened.
 pub struct Topology {
@@ -143,13 +144,8 @@ impl Topology {
     /// reports about the result; the executable itself is dropped.
     pub fn compile(&self, program: &str, options: &CompileOptions) -> Result<CompiledStats> {
         let encoded = options.encode();
-        let format = "mlir";
-        let mut code = program.as_bytes().to_vec();
-        let mut prog = ffi::PJRT_Program::new();
-        prog.code = code.as_mut_ptr() as *mut std::os::raw::c_char;
-        prog.code_size = code.len();
-        prog.format = format.as_ptr() as *const std::os::raw::c_char;
-        prog.format_size = format.len();
+        let mut code = ProgramCode::new(program);
+        let prog = code.program();
         let mut args = ffi::PJRT_Compile_Args::new();
         args.topology = self.raw;
         args.program = &prog;
