@@ -112,12 +112,24 @@ fn assert_one_error_line(out: &Output, contains: &[&str]) {
 /// A program's estimated time: XLA's cost model when it gave a positive time, else the v5e
 /// roofline, max(flops / 197 TFLOP/s, bytes / 819 GB/s).
 fn assert_estimate(p: &Value) {
+    assert_estimate_on(p, TOPOLOGY)
+}
+
+/// As [`assert_estimate`], with the roofline of `topology`'s devices (Google's figures per
+/// chip; a v4 chip is two devices).
+fn assert_estimate_on(p: &Value, topology: &str) {
+    let (flops, bandwidth) = match topology.split(':').next().unwrap() {
+        "v5e" => (197e12, 819e9),
+        "v4" => (275e12 / 2.0, 1228e9 / 2.0),
+        "v5p" => (459e12, 2765e9),
+        other => panic!("{other}"),
+    };
     let seconds = float(p, "estimated_seconds");
     assert!(seconds > 0.0, "{p}");
     match p["estimate"].as_str().unwrap() {
         "cost_model" => assert_eq!(seconds, float(p, "optimal_seconds"), "{p}"),
         "roofline" => {
-            let roofline = (float(p, "flops") / 197e12).max(float(p, "bytes_accessed") / 819e9);
+            let roofline = (float(p, "flops") / flops).max(float(p, "bytes_accessed") / bandwidth);
             assert!((seconds - roofline).abs() <= 1e-12 * roofline, "{p}");
         }
         other => panic!("estimate {other:?} in {p}"),
@@ -301,4 +313,22 @@ fn a_missing_plugin_names_the_install_command() {
 fn compile_only_needs_a_tpu_and_a_topology() {
     let out = train(TOPOLOGY, 1, &["--device", "cpu"]);
     assert_one_error_line(&out, &["--device tpu"]);
+}
+
+/// The training step also compiles for v4 and v5p slices; libtpu makes a v4:2x2x1 (4 chips)
+/// into 8 devices, one per TensorCore, so each has half a chip's 32 GiB, while a v5p:2x2x1 is
+/// 4 devices of 95 GiB.
+#[test]
+fn the_training_step_compiles_for_v4_and_v5p() {
+    require_libtpu();
+    for (topology, devices, hbm) in [("v4:2x2x1", 8, 16 * GIB), ("v5p:2x2x1", 4, 95 * GIB)] {
+        let r = report(&train(topology, 1, &["--json", "--batch-search", "0"]));
+        assert_eq!(int(&r, "devices"), devices, "{r}");
+        assert_eq!(int(&r, "hbm_bytes"), hbm, "{topology}");
+        assert_eq!(r["fits"], Value::Bool(true));
+        assert_eq!(int(&r["programs"][0], "devices"), devices);
+        for p in r["programs"].as_array().unwrap() {
+            assert_estimate_on(p, topology);
+        }
+    }
 }

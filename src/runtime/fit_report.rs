@@ -293,7 +293,7 @@ pub fn print(report: &FitReport, json: bool, unit: &str, lower: &str) -> Result<
         println!("{}", serde_json::to_string(report)?);
     } else {
         println!(
-            "{}: {} x {}, {} HBM per chip; {unit} {}",
+            "{}: {} x {}, {} HBM per device; {unit} {}",
             report.topology,
             report.devices,
             report.device_kind,
@@ -317,14 +317,14 @@ pub fn print(report: &FitReport, json: bool, unit: &str, lower: &str) -> Result<
         }
         if report.programs.is_empty() && report.argument_bytes > 0 {
             println!(
-                "  the arguments alone (weights and inputs) need {} per chip: not compiled",
+                "  the arguments alone (weights and inputs) need {} per device: not compiled",
                 gib(report.argument_bytes)
             );
         } else if report.programs.is_empty() {
             println!("  the TPU compiler ran out of HBM");
         } else {
             println!(
-                "per chip: {} of {} ({})",
+                "per device: {} of {} ({})",
                 gib(report.needed_bytes),
                 gib(report.hbm_bytes),
                 if report.fits { "fits" } else { "does not fit" }
@@ -353,7 +353,7 @@ pub fn print(report: &FitReport, json: bool, unit: &str, lower: &str) -> Result<
             .map(|b| format!(" (largest that fits: {b})"))
             .unwrap_or_default();
         bail!(
-            "{unit} {} does not fit in the {} HBM of a {} chip: {lower}{largest}",
+            "{unit} {} does not fit in the {} HBM of a {} device: {lower}{largest}",
             report.batch,
             gib(report.hbm_bytes),
             report.topology
@@ -366,7 +366,7 @@ pub fn print(report: &FitReport, json: bool, unit: &str, lower: &str) -> Result<
 mod tests {
     use super::{largest_batch, Estimate};
     use crate::pjrt::CostAnalysis;
-    use crate::runtime::topology::chip_of;
+    use crate::runtime::topology::{chip_of, devices_per_chip};
 
     #[test]
     fn an_estimate_is_the_cost_models_when_positive_else_the_roofline() {
@@ -391,6 +391,14 @@ mod tests {
         };
         assert_eq!(Estimate::of(&memory_bound, &v5e), (1.0, Estimate::Roofline));
         assert_eq!(chip_of("v5p:2x2x1").unwrap().hbm_bytes, 95 << 30);
+        // v4:2x2x1: 4 chips, 8 devices (one per TensorCore): each has half a chip.
+        assert_eq!(devices_per_chip("v4:2x2x1", 8), 2);
+        assert_eq!(devices_per_chip("v5e:2x4", 8), 1);
+        assert_eq!(devices_per_chip("v5e:odd", 8), 1);
+        assert_eq!(
+            chip_of("v4:2x2x1").unwrap().shared_by(2).hbm_bytes,
+            16 << 30
+        );
         assert_eq!(chip_of("v9z:2x2"), None);
     }
 

@@ -39,7 +39,9 @@ pub struct CompileOnlyArgs {
 pub struct Slice {
     pub topology: Topology,
     pub devices: Vec<TopologyDevice>,
-    /// Each chip's HBM, peak compute and bandwidth, from the generation in the name.
+    /// What each device has: its chip's HBM, peak compute and bandwidth (from the generation
+    /// in the name), shared among the chip's devices where libtpu makes one per TensorCore
+    /// (v4:2x2x1 is 4 chips and 8 devices).
     pub chip: Chip,
     /// Whether libtpu's log lines are kept off the terminal.
     pub quiet: bool,
@@ -59,6 +61,16 @@ pub struct Chip {
 }
 
 impl Chip {
+    /// What each of `n` devices on the chip has.
+    pub fn shared_by(self, n: usize) -> Chip {
+        let n = n.max(1);
+        Chip {
+            hbm_bytes: self.hbm_bytes / n as i64,
+            peak_flops: self.peak_flops / n as f64,
+            hbm_bytes_per_second: self.hbm_bytes_per_second / n as f64,
+        }
+    }
+
     /// A roofline time for `flops` and `bytes` on one chip: the larger of the compute-bound
     /// and the memory-bound time (what the chip could do at best, not a measurement).
     pub fn roofline_seconds(&self, flops: f64, bytes: f64) -> f64 {
@@ -130,12 +142,26 @@ pub fn open_slice(device: &DeviceArgs, flags: &CompileOnlyArgs) -> Result<Slice>
     if devices.is_empty() {
         bail!("--topology {name:?} has no devices; use one of {TOPOLOGY_EXAMPLES}");
     }
+    let chip = chip.shared_by(devices_per_chip(name, devices.len()));
     Ok(Slice {
         topology,
         devices,
         chip,
         quiet,
     })
+}
+
+/// Devices per chip: the devices over the chips the name's shape counts (`2x2x1`: 4), or 1
+/// when the shape does not divide them.
+pub fn devices_per_chip(name: &str, devices: usize) -> usize {
+    let chips: Option<usize> = name
+        .split(':')
+        .nth(1)
+        .and_then(|shape| shape.split('x').map(|d| d.parse::<usize>().ok()).product());
+    match chips {
+        Some(c) if c > 0 && devices > c && devices.is_multiple_of(c) => devices / c,
+        _ => 1,
+    }
 }
 
 /// The first line of a plugin message (libtpu's carry stack traces).
