@@ -40,8 +40,13 @@ pub struct Failure {
 
 impl HubClient {
     pub fn new(endpoint: &str, token: &str) -> HubClient {
+        // Idle timeouts (connect, each read, each write), not one for the whole request: an
+        // LFS upload of a pipeline's UNet takes minutes, a stalled connection still ends.
+        let idle = request_timeout();
         let agent = ureq::AgentBuilder::new()
-            .timeout(request_timeout())
+            .timeout_connect(idle)
+            .timeout_read(idle)
+            .timeout_write(idle)
             .user_agent(&format!("ti-xla/{}", env!("CARGO_PKG_VERSION")))
             .build();
         HubClient {
