@@ -23,13 +23,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let slice = open_slice(&args.device, &args.compile_only)?;
     let folder = args.model.open()?;
     let tokenizers = Tokenizers::open(&folder, args.tokenizer_name.clone())?;
-    let resolution = args
-        .resolution
-        .or(folder
-            .is_sdxl()
-            .then(|| folder.native_resolution())
-            .flatten())
-        .unwrap_or(512);
+    let resolution = super::setup::training_resolution(args, &folder);
     let unet = UNet2DConditionModel::new(folder.unet.clone())?;
     let multiple = folder.vae.downscale_factor() * unet.size_multiple() as usize;
     anyhow::ensure!(

@@ -70,13 +70,7 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
     }
     let hidden = folder.row_width();
     let initial_rows = row.repeat(args.num_vectors);
-    let resolution = args
-        .resolution
-        .or(folder
-            .is_sdxl()
-            .then(|| folder.native_resolution())
-            .flatten())
-        .unwrap_or(512);
+    let resolution = training_resolution(args, &folder);
 
     let images = load_images(args, resolution)?;
     let masks = match args.masked_loss {
@@ -304,6 +298,16 @@ fn load_images(args: &TrainArgs, resolution: usize) -> Result<TrainImages> {
         eprintln!("warning: skipping {}: not an image file", path.display());
     }
     Ok(images)
+}
+
+/// `--resolution`, else the model's own size for SDXL (1024 for SDXL base), else 512.
+pub fn training_resolution(args: &TrainArgs, folder: &ModelFolder) -> usize {
+    args.resolution
+        .or(folder
+            .is_sdxl()
+            .then(|| folder.native_resolution())
+            .flatten())
+        .unwrap_or(512)
 }
 
 /// A text encoder's token table, as f32 bytes.
