@@ -94,6 +94,19 @@ fn an_output_folder_in_or_around_the_model_is_refused() {
         one_line_error(&run, how);
         assert_eq!(snapshot(&model), before, "the model changed ({how})");
     }
+    // TensorBoard's --logging-dir (an absolute one is not under --output-dir) either.
+    let logs = model.join("logs");
+    let run = train(
+        &model,
+        &dir.join("out"),
+        &["--logging-dir", logs.to_str().unwrap()],
+    );
+    one_line_error(&run, "--logging-dir");
+    assert_eq!(
+        snapshot(&model),
+        before,
+        "the model changed (--logging-dir)"
+    );
     // Retraining a saved pipeline into itself with --overwrite.
     let saved = dir.join("saved");
     ok(&train(&model, &saved, &["--save-as-full-pipeline"]));

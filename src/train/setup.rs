@@ -49,6 +49,9 @@ pub fn plan(args: &TrainArgs, devices: usize) -> Result<RunPlan> {
     check_flags(args)?;
     let folder = args.model.open()?;
     crate::io::output_dir::check_outside(&args.output_dir, &folder.root, "--output-dir")?;
+    if let Some(logs) = args.tensorboard_dir() {
+        crate::io::output_dir::check_outside(&logs, &folder.root, "--logging-dir")?;
+    }
     folder.text_time()?;
     let mut tokenizers = Tokenizers::open(&folder, args.tokenizer_name.clone())?;
     // The step appends the trainable rows after the frozen tables, so the new ids must follow.

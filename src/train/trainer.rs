@@ -98,14 +98,8 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         ),
         None => (None, earlier_run(out, &manifest, args)?),
     };
-    let fixed = [
-        "train_log.jsonl",
-        "learned_embeds.safetensors",
-        "loss.png",
-        "validation",
-        settings::FILE,
-    ];
-    let mut planned: Vec<PathBuf> = fixed.map(PathBuf::from).to_vec();
+    let mut planned: Vec<PathBuf> = RUN_FILES.map(PathBuf::from).to_vec();
+    planned.push(PathBuf::from("validation"));
     planned.extend(log_root(args));
     if args.save_as_full_pipeline {
         planned.extend(check_pipeline_targets(args, &run, &manifest)?);
@@ -542,15 +536,21 @@ impl<'a> Trainer<'a> {
     }
 }
 
+/// The files every training run writes at the top of its output folder.
+const RUN_FILES: [&str; 4] = [
+    "train_log.jsonl",
+    "learned_embeds.safetensors",
+    "loss.png",
+    settings::FILE,
+];
+
 /// The names a training run writes at the top of its output folder (`logs`: the top of
 /// --logging-dir when that is inside it).
 fn is_run_output(name: &str, logs: Option<&Path>) -> bool {
     name.starts_with("learned_embeds")
         || name.starts_with("checkpoint-")
-        || name == "train_log.jsonl"
         || name == "validation"
-        || name == "loss.png"
-        || name == settings::FILE
+        || RUN_FILES.contains(&name)
         || logs.is_some_and(|l| l == Path::new(name))
 }
 
@@ -575,12 +575,7 @@ fn earlier_run(out: &Path, manifest: &RunManifest, args: &TrainArgs) -> Result<V
         .filter(|n| is_run_output(&n.to_string_lossy(), logs.as_deref()))
         .collect();
     names.sort();
-    for fixed in [
-        "learned_embeds.safetensors",
-        "train_log.jsonl",
-        "loss.png",
-        settings::FILE,
-    ] {
+    for fixed in RUN_FILES {
         manifest.check_writable(Path::new(fixed))?;
     }
     let ours: Vec<PathBuf> = names.into_iter().filter(|n| manifest.owns(n)).collect();
